@@ -1,0 +1,28 @@
+# Two commands matter on a fresh machine: `make demo` and `make test` (see README.md).
+PY := .venv/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test lint unit bench clean
+
+setup:
+	@scripts/bootstrap
+
+demo: setup
+	$(PY) -m field_app.demo
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+unit: setup
+	$(PY) -m pytest -q
+
+test: lint unit
+
+bench: setup
+	$(PY) -m benchmarks store --json benchmarks/results/store.json
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
