@@ -214,7 +214,8 @@ class Chart(CareDocument):
         self, collection: str, status_prefix: str | None, record: dict[str, Any], status: str | None
     ) -> str:
         record_id = new_id(self.clock)
-        tree = {**plain(record), "created_at": iso(self.clock.now()), "author": self.author}
+        # The record's own fields come last: a message's author is its writer, not the recorder.
+        tree = {"created_at": iso(self.clock.now()), "author": self.author, **plain(record)}
         with self._change() as tx:
             put_tree(tx, section(tx, collection), record_id, tree)
             if status_prefix is not None:
@@ -244,7 +245,9 @@ class Chart(CareDocument):
     ) -> None:
         self._require(collection, item_id)
         current = self.view().item(collection, item_id)
-        checked = validated(model, {**current, **changes})
+        # The item's record also holds created_at and author, which the model does not take.
+        known = {k: v for k, v in current.items() if k in model.model_fields}
+        checked = validated(model, {**known, **changes})
         with self._change() as tx:
             for name in changes:
                 self._write_field(tx, f"{prefix}.{item_id}.{name}", getattr(checked, name))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from care_record.clock import Clock, SystemClock
 
 _SYSTEM_CLOCK = SystemClock()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def new_id(clock: Clock = _SYSTEM_CLOCK) -> str:
@@ -17,7 +18,8 @@ def new_id(clock: Clock = _SYSTEM_CLOCK) -> str:
 
 
 def uuid7_from(moment: datetime) -> uuid.UUID:
-    millis = int(moment.timestamp() * 1000) & ((1 << 48) - 1)
+    # Integer arithmetic: a float timestamp times 1000 can land a millisecond early.
+    millis = ((moment - _EPOCH) // timedelta(milliseconds=1)) & ((1 << 48) - 1)
     rand = int.from_bytes(os.urandom(10), "big")
     rand_a = rand >> 68  # 12 bits
     rand_b = rand & ((1 << 62) - 1)  # 62 bits

@@ -214,7 +214,8 @@ def validated(model: type[M], data: object, *, today: date | None = None) -> M:
     The message never repeats the input, which may be patient data.
     """
     if isinstance(data, model):
-        data = data.model_dump()
+        # Keep only the fields the caller set: a partial update must not write the others.
+        data = data.model_dump(exclude_unset=True)
     try:
         return model.model_validate(data, context={"today": today} if today else None)
     except ValidationError as exc:

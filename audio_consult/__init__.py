@@ -1,0 +1,1 @@
+"""Audio-first consults on libopus and aiortc (built in a later issue)."""

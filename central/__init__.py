@@ -1,0 +1,1 @@
+"""The central FHIR R4 server and clinician console (built in a later issue)."""

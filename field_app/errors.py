@@ -1,0 +1,79 @@
+"""Errors the tablet app raises. Every message is written for the CHW holding the tablet.
+
+    FieldAppError
+    ├── StoreError
+    │   ├── StoreMissing       no store in this folder yet (run init)
+    │   ├── StoreExists        init on a folder that already has a store
+    │   ├── StoreCorrupt       the database or key file is damaged
+    │   └── StoreErased        the tablet was wiped; its data cannot be recovered
+    ├── AccessError
+    │   ├── WrongPin           the PIN did not open the store (attempts left in the message)
+    │   ├── TooSoon            back-off after wrong PINs: wait before trying again
+    │   ├── LockedOut          too many wrong PINs; another user or a supervisor must reset
+    │   ├── UnknownUser        no such user on this tablet
+    │   └── Locked             the session is locked (idle, or locked by hand)
+    ├── BadInput              a value typed at the CLI is not acceptable
+    └── UnknownPatient        no patient with that ID on this tablet
+
+Messages never contain patient data: they may be shown on screen, logged, or sent in a report.
+"""
+
+from __future__ import annotations
+
+
+class FieldAppError(Exception):
+    """Base of every error the tablet app raises."""
+
+
+class StoreError(FieldAppError):
+    pass
+
+
+class StoreMissing(StoreError):
+    pass
+
+
+class StoreExists(StoreError):
+    pass
+
+
+class StoreCorrupt(StoreError):
+    pass
+
+
+class StoreErased(StoreError):
+    pass
+
+
+class AccessError(FieldAppError):
+    pass
+
+
+class WrongPin(AccessError):
+    pass
+
+
+class TooSoon(AccessError):
+    def __init__(self, message: str, wait_seconds: int) -> None:
+        super().__init__(message)
+        self.wait_seconds = wait_seconds
+
+
+class LockedOut(AccessError):
+    pass
+
+
+class UnknownUser(AccessError):
+    pass
+
+
+class Locked(AccessError):
+    pass
+
+
+class BadInput(FieldAppError):
+    pass
+
+
+class UnknownPatient(FieldAppError):
+    pass

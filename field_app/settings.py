@@ -1,0 +1,104 @@
+"""The tablet app's settings: built once from the environment at start-up, then passed in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from field_app.errors import BadInput
+
+
+def _default_data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local/share")
+    return Path(base) / "field_app"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, its environment variable and its help line (shown by `--help-settings`)."""
+
+    data_dir: Path = field(
+        default=Path("field_app_data"),
+        metadata={
+            "env": "FIELD_APP_DATA",
+            "help": "Folder holding the encrypted store (default: a per-user folder).",
+        },
+    )
+    zone: str = field(
+        default="UTC",
+        metadata={
+            "env": "FIELD_APP_TIMEZONE",
+            "help": "IANA time zone of the CHW's area, kept beside every visit time.",
+        },
+    )
+    idle_lock_seconds: int = field(
+        default=300,
+        metadata={
+            "env": "FIELD_APP_IDLE_LOCK_SECONDS",
+            "help": "An unlocked session locks itself after this many idle seconds.",
+        },
+    )
+    scrypt_log2_n: int = field(
+        default=17,
+        metadata={
+            "env": "FIELD_APP_SCRYPT_LOG2_N",
+            "help": "PIN key derivation cost for new PINs: scrypt N = 2^this (17 = 128 MiB).",
+        },
+    )
+    free_pin_attempts: int = field(
+        default=4,
+        metadata={
+            "env": "FIELD_APP_FREE_PIN_ATTEMPTS",
+            "help": "Wrong PINs allowed before each further try must wait.",
+        },
+    )
+    max_pin_failures: int = field(
+        default=10,
+        metadata={
+            "env": "FIELD_APP_MAX_PIN_FAILURES",
+            "help": "Wrong PINs in a row that lock a user out until reset.",
+        },
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``env`` (the process environment by default). Raises BadInput."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {"data_dir": _default_data_dir(env)}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        try:
+            ZoneInfo(self.zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise BadInput(f"FIELD_APP_TIMEZONE: '{self.zone}' is not a known time zone") from None
+        if not 10 <= self.scrypt_log2_n <= 22:
+            raise BadInput("FIELD_APP_SCRYPT_LOG2_N: must be between 10 and 22")
+        if self.idle_lock_seconds < 10 or self.max_pin_failures < 1 or self.free_pin_attempts < 0:
+            raise BadInput("PIN and lock settings must be positive numbers")
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, help) for every setting."""
+        return [(f.metadata["env"], str(f.default), f.metadata["help"]) for f in fields(cls)]
+
+
+def _parse(name: str, kind: object, raw: str) -> object:
+    if kind in ("int", int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise BadInput(f"{name}: expected a whole number") from None
+    if kind in ("Path", Path):
+        return Path(raw).expanduser()
+    return raw

@@ -1,0 +1,241 @@
+"""The tablet's encrypted database: charts as Automerge bytes, plus the indexes the app needs.
+
+The database is SQLCipher 4 (AES-256, page HMACs), keyed with the raw 256-bit data key so that
+opening it pays no second key derivation. It is opened through sqlite-utils. Temporary tables
+and sorts stay in memory (``temp_store=MEMORY``) and the write-ahead log is encrypted by
+SQLCipher like the main file, so no patient byte reaches the disk in clear.
+
+Tables::
+
+    charts(id, kind, doc, given, family, name_key, village, village_key, birth_date,
+           conflicts, updated_at)                one row per chart document
+    tasks(id, chart_id, kind, description, due, status)   follow-ups, rebuilt from each chart
+    meta(key, value)                              store format version
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3
+import sqlite_utils
+
+from care_record import CareRecordError, Chart, ChartView, Clock
+from field_app.errors import StoreCorrupt, UnknownPatient
+
+DB_FILE = "store.db"
+STORE_FORMAT = "1"
+
+
+def fold(text: str) -> str:
+    """Lower-case, accent-free, single-spaced: 'Ámína  JUMA' -> 'amina juma'."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+@dataclass(frozen=True)
+class PatientSummary:
+    id: str
+    given: str
+    family: str
+    village: str | None
+    birth_date: str | None
+    conflicts: int
+
+
+def connect(path: Path, key: bytes | None) -> sqlite_utils.Database:
+    """Open (or create) the database at ``path``. ``key=None`` opens it without encryption,
+    which only the benchmark does, to measure what encryption costs.
+
+    Raises StoreCorrupt when the file cannot be read with this key.
+    """
+    path.touch(mode=0o600, exist_ok=True)
+    conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        if key is not None:
+            conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a visit the CHW saw saved survives the battery dying a second later.
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlcipher3.DatabaseError:
+        conn.close()
+        raise StoreCorrupt(
+            "the tablet's database is damaged or does not match its key file"
+        ) from None
+    return sqlite_utils.Database(conn)
+
+
+class Store:
+    """Charts and their indexes in one database. Writes happen in short transactions."""
+
+    def __init__(
+        self, db: sqlite_utils.Database, *, actor: bytes, author: str, clock: Clock
+    ) -> None:
+        self.db = db
+        self.actor = actor
+        self.author = author
+        self.clock = clock
+        self._ensure_schema()
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One SQLite transaction; rolled back if anything inside raises."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- charts -----------------------------------------------------------------------------
+
+    def put_chart(self, chart: Chart) -> ChartView:
+        """Save a chart and rebuild its index rows, in one transaction."""
+        view = chart.view()
+        row = _chart_row(view, chart.save(), self.clock.now().isoformat())
+        with self.transaction():
+            self.db.table("charts").upsert(row, pk="id")
+            self.db.execute("DELETE FROM tasks WHERE chart_id = ?", [view.id])
+            tasks = [_task_row(view.id, t) for t in view.records("tasks")]
+            if tasks:
+                self.db.table("tasks").insert_all(tasks, pk="id")
+        return view
+
+    def get_chart(self, chart_id: str) -> Chart:
+        """Load a chart. Raises UnknownPatient, or StoreCorrupt if its bytes are damaged."""
+        found = self.db.execute("SELECT doc FROM charts WHERE id = ?", [chart_id]).fetchone()
+        if found is None:
+            raise UnknownPatient("no patient with that ID on this tablet")
+        try:
+            return Chart.load(found[0], author=self.author, clock=self.clock, actor=self.actor)
+        except CareRecordError as exc:
+            raise StoreCorrupt(f"a chart on this tablet cannot be read: {exc}") from None
+
+    def chart_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT id FROM charts ORDER BY id")]
+
+    def search(self, text: str, limit: int = 50) -> list[PatientSummary]:
+        """Patients whose names contain every word of ``text`` at a word start, folded."""
+        words = fold(text).split()
+        if not words:
+            return []
+        clauses = " AND ".join("(' ' || name_key) LIKE ? ESCAPE '\\'" for _ in words)
+        params: list[Any] = [f"% {_escape_like(w)}%" for w in words]
+        # Only fixed fragments are joined here; every value is a bound parameter.
+        sql = f"SELECT {_SUMMARY} FROM charts WHERE kind = 'patient' AND {clauses} "  # noqa: S608
+        sql += "ORDER BY name_key LIMIT ?"
+        return [PatientSummary(*r) for r in self.db.execute(sql, [*params, limit])]
+
+    def in_village(self, village: str, limit: int = 500) -> list[PatientSummary]:
+        sql = _SUMMARY_SQL + "WHERE village_key = ? ORDER BY name_key LIMIT ?"
+        return [PatientSummary(*r) for r in self.db.execute(sql, [fold(village), limit])]
+
+    def summary(self, chart_id: str) -> PatientSummary:
+        sql = _SUMMARY_SQL + "WHERE id = ?"
+        found = self.db.execute(sql, [chart_id]).fetchone()
+        if found is None:
+            raise UnknownPatient("no patient with that ID on this tablet")
+        return PatientSummary(*found)
+
+    def with_conflicts(self) -> list[str]:
+        return [
+            r[0] for r in self.db.execute("SELECT id FROM charts WHERE conflicts > 0 ORDER BY id")
+        ]
+
+    def tasks_due(self, on_or_before: str) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT t.id, t.chart_id, t.kind, t.description, t.due, c.given, c.family, c.village "
+            "FROM tasks t JOIN charts c ON c.id = t.chart_id "
+            "WHERE t.status = 'requested' AND t.due <= ? ORDER BY t.due, c.name_key"
+        )
+        columns = ["id", "chart_id", "kind", "description", "due", "given", "family", "village"]
+        return [dict(zip(columns, r, strict=True)) for r in self.db.execute(sql, [on_or_before])]
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM charts").fetchone()[0])
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        if "charts" in self.db.table_names():
+            return
+        with self.transaction():
+            for statement in (*_SCHEMA_SQL, *_INDEX_SQL):
+                self.db.execute(statement)
+            self.db.table("meta").insert({"key": "format", "value": STORE_FORMAT}, pk="key")
+
+
+_SUMMARY = "id, given, family, village, birth_date, conflicts"
+_SUMMARY_SQL = "SELECT id, given, family, village, birth_date, conflicts FROM charts "
+
+_SCHEMA_SQL = (
+    """CREATE TABLE charts (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    doc BLOB NOT NULL,
+    given TEXT, family TEXT, name_key TEXT,
+    village TEXT, village_key TEXT,
+    birth_date TEXT,
+    conflicts INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL
+)""",
+    """CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    chart_id TEXT NOT NULL REFERENCES charts(id),
+    kind TEXT NOT NULL, description TEXT NOT NULL,
+    due TEXT NOT NULL, status TEXT NOT NULL
+)""",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+_INDEX_SQL = (
+    "CREATE INDEX charts_village ON charts(village_key)",
+    "CREATE INDEX tasks_due ON tasks(status, due)",
+    "CREATE INDEX tasks_chart ON tasks(chart_id)",
+)
+
+
+def _chart_row(view: ChartView, doc: bytes, now: str) -> dict[str, Any]:
+    given, family = view.fields.get("given"), view.fields.get("family")
+    village = view.fields.get("village")
+    return {
+        "id": view.id,
+        "kind": view.kind,
+        "doc": doc,
+        "given": given,
+        "family": family,
+        "name_key": fold(f"{given or ''} {family or ''}"),
+        "village": village,
+        "village_key": fold(str(village)) if village else None,
+        "birth_date": view.fields.get("birth_date"),
+        "conflicts": len(view.conflicts),
+        "updated_at": now,
+    }
+
+
+def _task_row(chart_id: str, task: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": task["id"],
+        "chart_id": chart_id,
+        "kind": task["kind"],
+        "description": task["description"],
+        "due": task["due"],
+        "status": task.get("status") or "requested",
+    }
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

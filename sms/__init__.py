@@ -1,0 +1,1 @@
+"""SMS and voice reminders through Twilio (built in a later issue)."""

@@ -1,0 +1,1 @@
+"""The regional sync hub (built in the sync issue): tablets sync their charts with it."""
