@@ -33,6 +33,7 @@ from field_app.session import (
     unlock,
 )
 from field_app.settings import Settings
+from field_app.store import DatabaseError
 
 VITAL_ARGS = (
     "systolic",
@@ -168,6 +169,13 @@ def main(
         run(args, settings, clock or SystemClock(), io)
     except (FieldAppError, CareRecordError) as exc:
         print(f"error: {exc}", file=io.stderr)
+        return 1
+    except DatabaseError:
+        # Damage past the first page shows only when that page is read.
+        print(
+            "error: the tablet's database is damaged; sync what you can and ask for help",
+            file=io.stderr,
+        )
         return 1
     return 0
 
@@ -332,6 +340,7 @@ def _conflicts(args: argparse.Namespace, session: Session, io: Io) -> None:
         io.say(f"settled {args.resolve}")
         return
     ids = [args.patient] if args.patient else store.with_conflicts()
+    names = {u.id: u.name for u in session.keys.users()}
     count = 0
     for chart_id in ids:
         view = store.get_chart(chart_id).view()
@@ -340,9 +349,8 @@ def _conflicts(args: argparse.Namespace, session: Session, io: Io) -> None:
             mark = "REVIEW " if conflict.risky else ""
             io.say(f"{mark}{chart_id} {conflict.path}:")
             for entry in conflict.values:
-                io.say(
-                    f"    {entry.value!r}  (value {entry.write_id}, by {entry.by} at {entry.at})"
-                )
+                who = names.get(entry.by, f"user {entry.by}")
+                io.say(f"    {entry.value!r}  (value {entry.write_id}, by {who} at {entry.at})")
     io.stderr.write(f"{count} conflicts\n")
 
 

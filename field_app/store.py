@@ -29,6 +29,9 @@ from care_record import CareRecordError, Chart, ChartView, Clock
 from field_app.errors import StoreCorrupt, UnknownPatient
 
 DB_FILE = "store.db"
+
+# What the database driver raises for a damaged file; callers at the edge turn it into words.
+DatabaseError = sqlcipher3.DatabaseError
 STORE_FORMAT = "1"
 
 

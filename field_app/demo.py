@@ -1,0 +1,204 @@
+"""``make demo``: a scripted day on one tablet, through the real CLI, printing what it did.
+
+It runs in a fresh temporary folder, so it never touches a real store, and leaves nothing
+behind unless ``--keep`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shlex
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from care_record import Chart, SystemClock
+from field_app.cli import main
+from field_app.session import resume
+from field_app.settings import Settings
+
+
+class Script:
+    def __init__(self, folder: Path) -> None:
+        self.env = {
+            "FIELD_APP_DATA": str(folder),
+            "FIELD_APP_TIMEZONE": "Africa/Dar_es_Salaam",
+        }
+        self.clock = SystemClock()
+
+    def run(self, *argv: str, pin: str | None = None, expect_fail: bool = False) -> str:
+        env = dict(self.env)
+        if pin is not None:
+            env["FIELD_APP_PIN"] = pin
+        out, err = io.StringIO(), io.StringIO()
+        shown = " ".join(shlex.quote(a) for a in argv)
+        print(f"\n$ python -m field_app {shown}")
+        code = main(
+            list(argv), env=env, clock=self.clock, stdin=io.StringIO(), stdout=out, stderr=err
+        )
+        for line in (out.getvalue() + err.getvalue()).splitlines():
+            print(f"  {line}")
+        if (code != 0) != expect_fail:
+            raise SystemExit(f"demo step failed unexpectedly (exit {code}): {shown}")
+        if expect_fail:
+            print(f"  (refused as expected, exit {code}; nothing was changed)")
+        return out.getvalue().strip()
+
+
+def say(text: str) -> None:
+    print(f"\n# {text}")
+
+
+def demo(folder: Path) -> None:
+    s = Script(folder)
+    say("A new tablet: create the encrypted store for CHW Amina (PIN from FIELD_APP_PIN).")
+    s.run("init", "--user", "amina", pin="482913")
+    say("Amina unlocks once; the shell keeps the token, the store locks itself when idle.")
+    token = s.run("unlock", pin="482913").split("=", 1)[1]
+    s.env["FIELD_APP_SESSION"] = token
+    say("A second CHW shares the tablet with her own PIN.")
+    s.env["FIELD_APP_NEW_PIN"] = "739201"
+    s.run("user", "add", "baraka")
+    s.run("user", "list")
+
+    say("Register three patients.")
+    mother = s.run(
+        "patient", "add", "--given", "Ámina", "--family", "Mwakilema", "--sex", "female",
+        "--birth-date", "1998-06-14", "--phone", "+255712345678", "--village", "Kilosa",
+    )  # fmt: skip
+    child = s.run(
+        "patient", "add", "--given", "Neema", "--family", "Mwakilema", "--sex", "female",
+        "--birth-date", "2024-09-02", "--village", "Kilosa",
+    )  # fmt: skip
+    s.run(
+        "patient", "add", "--given", "Joseph", "--family", "Kimaro", "--sex", "male",
+        "--birth-date", "1961-01-20", "--village", "Mikumi",
+    )  # fmt: skip
+
+    say("Search ignores case and accents.")
+    s.run("patient", "search", "AMINA mwak")
+
+    say("Record visits: vital signs become LOINC-coded observations in signed encounters.")
+    s.run(
+        "visit", "record", "--patient", mother, "--systolic", "148", "--diastolic", "96",
+        "--pulse", "88", "--temperature", "36.9", "--spo2", "97", "--weight", "61.5",
+        "--note", "Headache for two days",
+    )  # fmt: skip
+    s.run(
+        "visit",
+        "record",
+        "--patient",
+        child,
+        "--temperature",
+        "38.4",
+        "--weight",
+        "9.1",
+        "--muac",
+        "128",
+    )
+    say("An impossible reading (37 typed as 73) is refused.")
+    s.run("visit", "record", "--patient", child, "--temperature", "73", expect_fail=True)
+
+    say("Follow-ups, and what is due.")
+    today = s.clock.now().date()
+    s.run(
+        "tasks",
+        "add",
+        "--patient",
+        mother,
+        "--description",
+        "Recheck blood pressure",
+        "--due",
+        str(today),
+    )
+    s.run(
+        "tasks",
+        "add",
+        "--patient",
+        child,
+        "--description",
+        "MUAC again",
+        "--due",
+        str(today + timedelta(days=7)),
+    )
+    s.run("tasks", "due")
+
+    say("Baraka edits the same patient on another tablet while both are offline.")
+    print("  (tablet-to-tablet sync arrives with the sync issue; here the second tablet's copy")
+    print("   is a fork of the same Automerge document, edited and merged in this process)")
+    other_tablet_edits(s, mother)
+    s.run("conflicts")
+    s.run("patient", "show", mother)
+
+    say("The CHW checks with the patient and keeps the number she confirms.")
+    keep = pick_value(s, mother)
+    s.run("conflicts", "--patient", mother, "--resolve", "phone", "--keep", keep)
+    s.run("conflicts")
+
+    say("Lock the tablet: the token is now useless and a wrong PIN is refused.")
+    s.run("lock")
+    s.run("--user", "amina", "patient", "search", "amina", pin="000000", expect_fail=True)
+    s.env.pop("FIELD_APP_SESSION")
+
+    say("No patient data sits on disk in clear: scan every file for the patients' names.")
+    scan(folder, ["Mwakilema", "Kimaro", "Neema", "+255712345678"])
+
+    say("A revoked tablet is wiped by destroying its keys (crypto-erase).")
+    s.run("erase", "--yes")
+    s.run("--user", "amina", "patient", "search", "amina", pin="482913", expect_fail=True)
+
+
+def other_tablet_edits(s: Script, patient_id: str) -> None:
+    settings = Settings.from_env(s.env)
+    session = resume(settings, s.clock, s.env["FIELD_APP_SESSION"])
+    store = session.store
+    here = store.get_chart(patient_id)
+    baraka = next(u for u in session.keys.users() if u.name == "baraka")
+    there = Chart.load(here.save(), author=baraka.id, clock=s.clock)
+    here.update_demographics({"phone": "+255712000111"})
+    there.update_demographics({"phone": "+255754999888", "village": "Kilosa Mjini"})
+    here.merge(there)
+    store.put_chart(here)
+    session.lock()
+    print("  tablet 1 set the phone to +255712000111; tablet 2 set it to +255754999888")
+    print("  and moved the village to 'Kilosa Mjini'; the charts were merged")
+
+
+def pick_value(s: Script, patient_id: str) -> str:
+    settings = Settings.from_env(s.env)
+    session = resume(settings, s.clock, s.env["FIELD_APP_SESSION"])
+    conflict = next(
+        c for c in session.store.get_chart(patient_id).view().conflicts if c.path == "phone"
+    )
+    session.lock()
+    return next(e.write_id for e in conflict.values if e.value == "+255754999888")
+
+
+def scan(folder: Path, secrets: list[str]) -> None:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    leaks = [(p.name, w) for p in files for w in secrets if w.encode() in p.read_bytes()]
+    for p in files:
+        print(f"  {p.relative_to(folder)}  {p.stat().st_size} bytes")
+    if leaks:
+        raise SystemExit(f"found patient data in clear: {leaks}")
+    print(f"  none of {len(secrets)} names or numbers found in {len(files)} files")
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m field_app.demo", description=__doc__)
+    parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it")
+    args = parser.parse_args(argv)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=False)
+        demo(args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="field-app-demo-") as tmp:
+            demo(Path(tmp) / "tablet")
+    print("\ndemo finished")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
