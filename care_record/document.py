@@ -118,7 +118,8 @@ def load_document(data: bytes, *, kind: str) -> am.Document:
         doc = am.Document.load(data)
     except Exception as exc:  # the binding raises bare exceptions for corrupt input
         raise NotAChart("the chart data is damaged or is not a chart") from exc
-    if root_scalar(doc, "kind") != kind or doc.get(am.ROOT, "fields") is None:
+    fields = doc.get(am.ROOT, "fields")
+    if root_scalar(doc, "kind") != kind or fields is None or fields[0] != am.ObjType.Map:
         raise NotAChart(f"the document is not a {kind} chart")
     return doc
 

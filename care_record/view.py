@@ -29,7 +29,8 @@ def is_risky(path: str) -> bool:
 
 @dataclass(frozen=True)
 class Conflict:
-    """A field with more than one current value. ``values`` are newest first."""
+    """A field with more than one current value. ``values`` are newest first, one entry per
+    concurrent write (two writes of the same value appear twice, only beside a third)."""
 
     path: str
     values: tuple[registers.Entry, ...]
@@ -86,9 +87,15 @@ def build_view(doc: am.Document) -> ChartView:
         conflicts=[
             Conflict(path=path, values=tuple(values), risky=is_risky(path))
             for path, values in sorted(entries.items())
-            if len(values) > 1
+            if _distinct(values)
         ],
     )
+
+
+def _distinct(values: list[registers.Entry]) -> bool:
+    """Several entries that agree are not a conflict: two CHWs who typed the same number are
+    not asked to choose between them. (The entries stay; the next write replaces them all.)"""
+    return len({(type(e.value), e.value) for e in values}) > 1
 
 
 def _extract_root(doc: am.Document) -> dict[str, Any]:
