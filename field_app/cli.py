@@ -171,9 +171,10 @@ def main(
         print(f"error: {exc}", file=io.stderr)
         return 1
     except DatabaseError:
-        # Damage past the first page shows only when that page is read.
+        # Damage is StoreCorrupt already; what is left is a busy or full disk, or a bug.
         print(
-            "error: the tablet's database is damaged; sync what you can and ask for help",
+            "error: the tablet's database could not be used just now; try again, "
+            "and ask for help if it keeps happening",
             file=io.stderr,
         )
         return 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -164,12 +165,15 @@ class KeyStore:
         """Return the user and the data key, or raise WrongPin, TooSoon, LockedOut, UnknownUser."""
         content = self._read()
         user_id, slot = self._slot_by_name(content, user_name)
-        self._refuse_if_waiting(slot)
         try:
+            self._refuse_if_waiting(slot)
             data_key = self.wrapper.unwrap(slot, pin, _context(content["store_id"], user_id))
         except WrongPin:
             self._record_failure(content, user_id)
             raise
+        except (KeyError, TypeError, ValueError):
+            # A slot that is valid JSON but not a slot (bad base64, missing or mistyped fields).
+            raise StoreCorrupt("the key file of this store is damaged") from None
         if slot.get("failures"):
             slot["failures"], slot["not_before"] = 0, None
             self._write(content)
@@ -185,7 +189,7 @@ class KeyStore:
         if not_before:
             wait = datetime.fromisoformat(not_before) - self.clock.now()
             if wait.total_seconds() > 0:
-                seconds = int(wait.total_seconds()) + 1
+                seconds = math.ceil(wait.total_seconds())
                 raise TooSoon(
                     f"too many wrong PINs: wait {seconds} seconds, then try again", seconds
                 )
@@ -194,9 +198,11 @@ class KeyStore:
         slot = content["slots"][user_id]
         failures = int(slot.get("failures", 0)) + 1
         slot["failures"] = failures
+        # After `free_attempts` wrong PINs, every further try waits: 30 s, 60 s, 120 s, ...
         extra = failures - self.policy.free_attempts
-        if extra > 0:
-            wait = min(FIRST_WAIT * 2 ** (extra - 1), MAX_WAIT)
+        if extra >= 0:
+            # The exponent is capped: a large max_pin_failures must not overflow timedelta.
+            wait = min(FIRST_WAIT * 2 ** min(extra, 16), MAX_WAIT)
             slot["not_before"] = (self.clock.now() + wait).isoformat()
         self._write(content)
         left = self.policy.max_failures - failures
@@ -242,7 +248,12 @@ class KeyStore:
             content = None
         if not isinstance(content, dict) or content.get("format") != FORMAT:
             raise StoreCorrupt("the key file of this store is damaged")
-        if not isinstance(content.get("slots"), dict):
+        if not isinstance(content.get("slots"), dict) or not all(
+            isinstance(slot, dict) and isinstance(slot.get("name"), str)
+            for slot in content["slots"].values()
+        ):
+            raise StoreCorrupt("the key file of this store is damaged")
+        if not isinstance(content.get("store_id"), str) or not _is_hex(content.get("device_actor")):
             raise StoreCorrupt("the key file of this store is damaged")
         return content
 
@@ -304,6 +315,13 @@ def derive_key(data_key: bytes, purpose: str) -> bytes:
 
 def _context(store_id: str, user_id: str) -> bytes:
     return f"field_app/slot/{store_id}/{user_id}".encode()
+
+
+def _is_hex(text: object) -> bool:
+    try:
+        return isinstance(text, str) and len(bytes.fromhex(text)) > 0
+    except ValueError:
+        return False
 
 
 def _b64(data: bytes) -> str:

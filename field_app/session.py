@@ -147,7 +147,8 @@ def erase(settings: Settings) -> None:
             raise StoreErased("this tablet was already erased")
         raise StoreMissing("no store here to erase")
     destroy_key_file(folder)
-    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", SESSION_FILE):
+    leftovers = (f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal", "keys.tmp")
+    for name in (DB_FILE, *leftovers, SESSION_FILE, f"{SESSION_FILE}.tmp"):
         (folder / name).unlink(missing_ok=True)
     shutil.rmtree(folder / ATTACHMENTS, ignore_errors=True)
     (folder / ERASED_MARK).write_text("This tablet's data was erased.\n", encoding="utf-8")

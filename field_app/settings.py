@@ -10,15 +10,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from field_app.errors import BadInput
 
+DEFAULT_DATA_DIR = "$XDG_DATA_HOME/field_app"
+
 
 def _default_data_dir(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local/share")
-    return Path(base) / "field_app"
+    """$XDG_DATA_HOME/field_app, else ~/.local/share/field_app, else ./field_app_data."""
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]) / "field_app"
+    if env.get("HOME"):
+        return Path(env["HOME"]) / ".local" / "share" / "field_app"
+    return Path("field_app_data")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting, its environment variable and its help line (shown by `--help-settings`)."""
+    """Every setting, its environment variable and its help line (listed by `python -m field_app settings`)."""
 
     data_dir: Path = field(
         default=Path("field_app_data"),
@@ -45,7 +51,7 @@ class Settings:
         default=17,
         metadata={
             "env": "FIELD_APP_SCRYPT_LOG2_N",
-            "help": "PIN key derivation cost for new PINs: scrypt N = 2^this (17 = 128 MiB).",
+            "help": "PIN key derivation cost for new PINs: scrypt N = 2^this (17 = 128 MiB; 10 to 20).",
         },
     )
     free_pin_attempts: int = field(
@@ -72,7 +78,7 @@ class Settings:
             raw = env.get(f.metadata["env"])
             if raw is None or raw == "":
                 continue
-            values[f.name] = _parse(f.name, f.type, raw)
+            values[f.name] = _parse(f.metadata["env"], f.type, raw)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()
         return settings
@@ -82,23 +88,35 @@ class Settings:
             ZoneInfo(self.zone)
         except (ZoneInfoNotFoundError, ValueError):
             raise BadInput(f"FIELD_APP_TIMEZONE: '{self.zone}' is not a known time zone") from None
-        if not 10 <= self.scrypt_log2_n <= 22:
-            raise BadInput("FIELD_APP_SCRYPT_LOG2_N: must be between 10 and 22")
-        if self.idle_lock_seconds < 10 or self.max_pin_failures < 1 or self.free_pin_attempts < 0:
-            raise BadInput("PIN and lock settings must be positive numbers")
+        # 2^20 is already 1 GiB per unlock, more than a cheap tablet can spare.
+        if not 10 <= self.scrypt_log2_n <= 20:
+            raise BadInput("FIELD_APP_SCRYPT_LOG2_N: must be between 10 and 20")
+        if self.idle_lock_seconds < 10:
+            raise BadInput("FIELD_APP_IDLE_LOCK_SECONDS: must be at least 10")
+        if self.free_pin_attempts < 0:
+            raise BadInput("FIELD_APP_FREE_PIN_ATTEMPTS: must not be negative")
+        if self.max_pin_failures < 1:
+            raise BadInput("FIELD_APP_MAX_PIN_FAILURES: must be at least 1")
 
     @classmethod
     def documented(cls) -> list[tuple[str, str, str]]:
         """(variable, default, help) for every setting."""
-        return [(f.metadata["env"], str(f.default), f.metadata["help"]) for f in fields(cls)]
+        return [
+            (
+                f.metadata["env"],
+                DEFAULT_DATA_DIR if f.name == "data_dir" else str(f.default),
+                f.metadata["help"],
+            )
+            for f in fields(cls)
+        ]
 
 
-def _parse(name: str, kind: object, raw: str) -> object:
+def _parse(variable: str, kind: object, raw: str) -> object:
     if kind in ("int", int):
         try:
             return int(raw)
         except ValueError:
-            raise BadInput(f"{name}: expected a whole number") from None
+            raise BadInput(f"{variable}: expected a whole number") from None
     if kind in ("Path", Path):
         return Path(raw).expanduser()
     return raw

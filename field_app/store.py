@@ -15,24 +15,63 @@ Tables::
 
 from __future__ import annotations
 
+import functools
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlcipher3
 import sqlite_utils
 
 from care_record import CareRecordError, Chart, ChartView, Clock
-from field_app.errors import StoreCorrupt, UnknownPatient
+from field_app.errors import StoreCorrupt, StoreError, UnknownPatient
 
 DB_FILE = "store.db"
 
 # What the database driver raises for a damaged file; callers at the edge turn it into words.
 DatabaseError = sqlcipher3.DatabaseError
 STORE_FORMAT = "1"
+
+# SQLite's primary result codes for a damaged file (SQLCipher reports a failed page HMAC so).
+_SQLITE_BUSY = 5
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _damage_is_store_corrupt(
+    method: Callable[Concatenate[Store, P], R],
+) -> Callable[Concatenate[Store, P], R]:
+    """Turn SQLite's "database disk image is malformed" into StoreCorrupt.
+
+    ``connect`` reads only the first page; a damaged page further in shows when a query reaches
+    it, and must reach every caller (the CLI, the UI) as StoreCorrupt, not a driver exception.
+    After that SQLCipher answers every later query on the connection with "out of memory", so
+    the store remembers the damage and keeps saying so.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._damaged:
+            raise StoreCorrupt(_DAMAGED)
+        try:
+            return method(self, *args, **kwargs)
+        except sqlcipher3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is None or code & 0xFF not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise
+            self._damaged = True
+            raise StoreCorrupt(_DAMAGED) from None
+
+    return wrapper
+
+
+_DAMAGED = "the tablet's database is damaged; sync what you can and ask for help"
 
 
 def fold(text: str) -> str:
@@ -63,13 +102,19 @@ def connect(path: Path, key: bytes | None) -> sqlite_utils.Database:
     try:
         if key is not None:
             conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        # SQLCipher's own log goes to the process's stderr; our errors say what went wrong.
+        conn.execute("PRAGMA cipher_log_level = NONE")
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         conn.execute("PRAGMA journal_mode = WAL")
         # FULL: a visit the CHW saw saved survives the battery dying a second later.
         conn.execute("PRAGMA synchronous = FULL")
-    except sqlcipher3.DatabaseError:
+    except sqlcipher3.DatabaseError as exc:
         conn.close()
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_BUSY:
+            raise StoreError(
+                "the tablet's database is in use by another program; try again"
+            ) from None
         raise StoreCorrupt(
             "the tablet's database is damaged or does not match its key file"
         ) from None
@@ -86,6 +131,7 @@ class Store:
         self.actor = actor
         self.author = author
         self.clock = clock
+        self._damaged = False
         self._ensure_schema()
 
     def close(self) -> None:
@@ -105,6 +151,7 @@ class Store:
 
     # -- charts -----------------------------------------------------------------------------
 
+    @_damage_is_store_corrupt
     def put_chart(self, chart: Chart) -> ChartView:
         """Save a chart and rebuild its index rows, in one transaction."""
         view = chart.view()
@@ -117,6 +164,7 @@ class Store:
                 self.db.table("tasks").insert_all(tasks, pk="id")
         return view
 
+    @_damage_is_store_corrupt
     def get_chart(self, chart_id: str) -> Chart:
         """Load a chart. Raises UnknownPatient, or StoreCorrupt if its bytes are damaged."""
         found = self.db.execute("SELECT doc FROM charts WHERE id = ?", [chart_id]).fetchone()
@@ -127,9 +175,11 @@ class Store:
         except CareRecordError as exc:
             raise StoreCorrupt(f"a chart on this tablet cannot be read: {exc}") from None
 
+    @_damage_is_store_corrupt
     def chart_ids(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT id FROM charts ORDER BY id")]
 
+    @_damage_is_store_corrupt
     def search(self, text: str, limit: int = 50) -> list[PatientSummary]:
         """Patients whose names contain every word of ``text`` at a word start, folded."""
         words = fold(text).split()
@@ -142,10 +192,12 @@ class Store:
         sql += "ORDER BY name_key LIMIT ?"
         return [PatientSummary(*r) for r in self.db.execute(sql, [*params, limit])]
 
+    @_damage_is_store_corrupt
     def in_village(self, village: str, limit: int = 500) -> list[PatientSummary]:
         sql = _SUMMARY_SQL + "WHERE village_key = ? ORDER BY name_key LIMIT ?"
         return [PatientSummary(*r) for r in self.db.execute(sql, [fold(village), limit])]
 
+    @_damage_is_store_corrupt
     def summary(self, chart_id: str) -> PatientSummary:
         sql = _SUMMARY_SQL + "WHERE id = ?"
         found = self.db.execute(sql, [chart_id]).fetchone()
@@ -153,11 +205,13 @@ class Store:
             raise UnknownPatient("no patient with that ID on this tablet")
         return PatientSummary(*found)
 
+    @_damage_is_store_corrupt
     def with_conflicts(self) -> list[str]:
         return [
             r[0] for r in self.db.execute("SELECT id FROM charts WHERE conflicts > 0 ORDER BY id")
         ]
 
+    @_damage_is_store_corrupt
     def tasks_due(self, on_or_before: str) -> list[dict[str, Any]]:
         sql = (
             "SELECT t.id, t.chart_id, t.kind, t.description, t.due, c.given, c.family, c.village "
@@ -167,11 +221,13 @@ class Store:
         columns = ["id", "chart_id", "kind", "description", "due", "given", "family", "village"]
         return [dict(zip(columns, r, strict=True)) for r in self.db.execute(sql, [on_or_before])]
 
+    @_damage_is_store_corrupt
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM charts").fetchone()[0])
 
     # -- schema -----------------------------------------------------------------------------
 
+    @_damage_is_store_corrupt
     def _ensure_schema(self) -> None:
         if "charts" in self.db.table_names():
             return
