@@ -7,17 +7,21 @@ from typing import Any
 
 from care_record import Chart, ChartView
 from field_app.session import Session
-from field_app.store import PatientSummary
+from field_app.store import PatientSummary, Store
+
+
+def register_patient(store: Store, demographics: Mapping[str, Any]) -> str:
+    """Create a patient's chart in ``store``; returns its ID. Raises InvalidValue."""
+    chart = Chart.new_patient(
+        demographics, author=store.author, clock=store.clock, actor=store.actor
+    )
+    store.put_chart(chart)
+    return chart.id
 
 
 def add_patient(session: Session, demographics: Mapping[str, Any]) -> str:
     """Register a patient; returns the new chart's ID. Raises InvalidValue, changes nothing."""
-    store = session.store
-    chart = Chart.new_patient(
-        demographics, author=session.user.id, clock=session.clock, actor=store.actor
-    )
-    store.put_chart(chart)
-    return chart.id
+    return register_patient(session.store, demographics)
 
 
 def search_patients(session: Session, text: str, limit: int = 50) -> list[PatientSummary]:

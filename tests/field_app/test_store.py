@@ -378,3 +378,26 @@ def test_a_store_file_of_another_kind_is_refused(
 
     with pytest.raises(StoreCorrupt):
         unlock(settings, clock, USER, PIN)
+
+
+def test_a_store_made_before_an_index_existed_gets_it_on_open(
+    session: Session, settings: Settings, clock: FixedClock
+) -> None:
+    register(session, "Amina", "Juma")
+    session.store.db.execute("DROP INDEX charts_name")
+    session.lock()
+
+    reopened = unlock(settings, clock, "amina", "482913")
+    indexes = {
+        r[0]
+        for r in reopened.store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    plan = " ".join(
+        str(r[-1])
+        for r in reopened.store.db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM charts WHERE kind = 'patient' ORDER BY name_key"
+        )
+    )
+    reopened.lock()
+    assert "charts_name" in indexes
+    assert "charts_name" in plan
