@@ -1,0 +1,124 @@
+"""What sync does to one Automerge document: changes since some heads, applying changes, and
+answering Automerge's own sync protocol without keeping state between requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import automerge.core as am
+
+from care_record.document import load_document
+from care_record.errors import NotAChart
+
+HEAD_BYTES = 32
+MAX_SYNC_ROUNDS = 8
+
+
+def heads_key(heads: list[bytes]) -> bytes:
+    """Heads in one canonical byte string, for storing and comparing."""
+    return b"".join(sorted(heads))
+
+
+def split_heads(key: bytes | None) -> list[bytes]:
+    if not key:
+        return []
+    return [key[i : i + HEAD_BYTES] for i in range(0, len(key), HEAD_BYTES)]
+
+
+def has_heads(doc: am.Document, heads: list[bytes]) -> bool:
+    """True if every hash in ``heads`` is a change this document holds."""
+    if not heads:
+        return True
+    # A document holds the root "kind" in its first change, so reading it at heads it does not
+    # hold gives nothing; at heads it holds, it gives the kind. No copy of the document is made.
+    return doc.get(am.ROOT, "kind", heads) is not None
+
+
+def changes_since(doc: am.Document, heads: list[bytes]) -> list[bytes]:
+    """Raw change chunks of ``doc`` that are not ancestors of ``heads``."""
+    return [change.bytes for change in doc.get_changes(heads)]
+
+
+@dataclass(frozen=True)
+class Applied:
+    data: bytes
+    heads: list[bytes]
+    complete: bool  # every head the sender claimed is now here
+
+
+def apply_changes(saved: bytes, kind: str, changes: list[bytes], claimed: list[bytes]) -> Applied:
+    """Add ``changes`` to the saved document; raises NotAChart if the result is not one.
+
+    Changes whose dependencies are missing are left out by Automerge; ``complete`` says whether
+    the sender's heads were all reached, i.e. whether the two sides' memory of each other held.
+    """
+    try:
+        doc = am.Document.load(saved + b"".join(changes))
+    except Exception as exc:  # noqa: BLE001 - the binding raises bare Exception for damaged chunks
+        raise NotAChart(f"changes that cannot be read: {_first_line(exc)}") from None
+    check_kind(doc, kind)
+    return Applied(data=doc.save(), heads=doc.get_heads(), complete=has_heads(doc, claimed))
+
+
+def create_from_changes(kind: str, changes: list[bytes], claimed: list[bytes]) -> Applied:
+    """A document the receiver never had, from its whole history."""
+    if not changes:
+        raise NotAChart("a new document arrived without any changes")
+    return apply_changes(b"", kind, changes, claimed)
+
+
+def load_snapshot(kind: str, data: bytes) -> am.Document:
+    doc = load_document(data, kind=kind)
+    check_kind(doc, kind)
+    return doc
+
+
+def merge_snapshot(saved: bytes | None, kind: str, data: bytes) -> Applied:
+    incoming = load_snapshot(kind, data)
+    if saved is None:
+        return Applied(data=data, heads=incoming.get_heads(), complete=True)
+    doc = load_document(saved, kind=kind)
+    doc.merge(incoming)
+    return Applied(data=doc.save(), heads=doc.get_heads(), complete=True)
+
+
+def check_kind(doc: am.Document, kind: str) -> None:
+    """The document must be a care document of ``kind``. Raises NotAChart."""
+    _check_root(doc, kind)
+
+
+def _check_root(doc: am.Document, kind: str) -> None:
+    found = doc.get(am.ROOT, "kind")
+    if found is None or isinstance(found[0], am.ObjType) or found[0][1] != kind:
+        raise NotAChart(f"the document is not a {kind} chart")
+    fields = doc.get(am.ROOT, "fields")
+    if fields is None or fields[0] != am.ObjType.Map:
+        raise NotAChart(f"the document is not a {kind} chart")
+
+
+def answer_sync(saved: bytes, kind: str, messages: list[bytes]) -> tuple[Applied, list[bytes]]:
+    """One stateless turn of Automerge's sync protocol: take the peer's messages, reply.
+
+    The responder keeps no sync state between requests (a SyncState cannot be stored), so it
+    starts fresh each turn; the protocol still converges, in a few turns, from any state.
+    """
+    doc = am.Document.load(saved) if saved else am.Document()
+    state = am.SyncState()
+    for raw in messages:
+        try:
+            doc.receive_sync_message(state, am.Message.decode(raw))
+        except Exception as exc:  # noqa: BLE001 - damaged messages raise bare Exception
+            raise NotAChart(f"a sync message that cannot be read: {_first_line(exc)}") from None
+    replies = []
+    for _ in range(MAX_SYNC_ROUNDS):
+        reply = doc.generate_sync_message(state)
+        if reply is None:
+            break
+        replies.append(reply.encode())
+    if doc.get_heads():
+        _check_root(doc, kind)
+    return Applied(data=doc.save(), heads=doc.get_heads(), complete=True), replies
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -1,0 +1,396 @@
+"""The sync exchange, the same on a hub, a tablet, and a tablet serving a peer.
+
+One side *initiates* (a tablet): it sends a SyncRequest and absorbs the SyncResponse. The other
+*responds* (the hub, or a tablet running ``serve-peer``). Both keep, per document, the heads
+they know the other side has (``peer_heads``); that memory gives the changes to send in one step.
+Where the memory is wrong (a restore from backup, a new hub), the receiver says ``resync`` and
+the two run Automerge's own sync protocol for that document, which converges from any state.
+
+Storage is a ``Replica``; every call of ``respond`` or ``absorb`` happens inside one transaction
+the caller opened, and the caller commits before it answers or moves on. Every step is
+idempotent: changes already held are ignored, an acknowledgement repeated sets the same heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import automerge.core as am
+
+from care_record.errors import CareRecordError, NotAChart
+from care_record.sync import documents
+from care_record.sync.wire import (
+    DocHeads,
+    DocNotice,
+    DocSnapshot,
+    DocSync,
+    DocUpdate,
+    SyncRequest,
+    SyncResponse,
+)
+
+
+@dataclass(frozen=True)
+class Stored:
+    doc: str
+    kind: str
+    data: bytes
+    heads: list[bytes]
+
+
+class Replica(Protocol):
+    """Where one side keeps documents and what it knows of its peers."""
+
+    def get(self, doc_id: str) -> Stored | None: ...
+
+    def put(self, doc_id: str, kind: str, data: bytes, heads: list[bytes]) -> None:
+        """Store a document (new or merged); the replica rebuilds its indexes from it."""
+        ...
+
+    def peer_heads(self, peer: str, doc_id: str) -> list[bytes] | None:
+        """Heads ``peer`` is known to have, or None if it never had the document."""
+        ...
+
+    def set_peer_heads(self, peer: str, doc_id: str, heads: list[bytes]) -> None: ...
+
+    def outgoing(self, peer: str) -> Iterable[str]:
+        """Documents ``peer`` may see, has had, and whose heads here differ from its own."""
+        ...
+
+    def missing(self, peer: str) -> Iterable[str]:
+        """Documents ``peer`` may see and never had, in a stable order."""
+        ...
+
+    def may_write(self, peer: str, doc_id: str, kind: str, exists: bool) -> bool: ...
+
+    def quarantine(self, peer: str, doc_id: str, kind: str, payload: bytes, reason: str) -> None:
+        """Keep what could not be applied, to be reported and looked at; never silently lost."""
+        ...
+
+    def leaving(self, peer: str) -> Iterable[DocNotice]:
+        """Documents ``peer`` has had but may no longer see (reassigned): it must drop them."""
+        ...
+
+    def forget_peer(self, peer: str, doc_id: str) -> None:
+        """``peer`` dropped the document: stop tracking what it has of it."""
+        ...
+
+
+# -- responding --------------------------------------------------------------------------------
+
+
+def respond(replica: Replica, peer: str, request: SyncRequest, *, server_time: str) -> SyncResponse:
+    """Take in a request and build the answer. The caller commits, then sends the answer."""
+    response = SyncResponse(server_time=server_time)
+    for update in request.updates:
+        _take_update(replica, peer, update, response)
+    for sync in request.syncs:
+        _take_sync(replica, peer, sync, response)
+    for ack in request.acks:
+        if replica.get(ack.doc) is not None:
+            replica.set_peer_heads(peer, ack.doc, ack.heads)
+    for doc_id in request.dropped:
+        replica.forget_peer(peer, doc_id)
+    response.dropped = list(replica.leaving(peer))
+    skip = set(response.resync) | {s.doc for s in request.syncs} | {d.doc for d in response.dropped}
+    response.updates = list(updates_for(replica, peer, response, skip))
+    _add_snapshots(replica, peer, response, request.max_snapshot_bytes)
+    return response
+
+
+def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncResponse) -> None:
+    stored = replica.get(update.doc)
+    if not replica.may_write(peer, update.doc, update.kind, stored is not None):
+        response.quarantined.append(
+            DocNotice(update.doc, "refused", "this device may not change that chart")
+        )
+        return
+    if stored is None and update.base:
+        # The peer thinks we hold a document we do not (restored from an old backup).
+        response.resync.append(update.doc)
+        return
+    try:
+        if stored is None:
+            applied = documents.create_from_changes(update.kind, update.changes, update.heads)
+        else:
+            _same_kind(stored, update.kind)
+            applied = documents.apply_changes(
+                stored.data, stored.kind, update.changes, update.heads
+            )
+    except CareRecordError as exc:
+        payload = b"".join(update.changes)
+        replica.quarantine(peer, update.doc, update.kind, payload, str(exc))
+        response.quarantined.append(DocNotice(update.doc, "quarantined", str(exc)))
+        return
+    if stored is None or applied.heads != stored.heads:
+        replica.put(update.doc, update.kind, applied.data, applied.heads)
+    if not applied.complete:
+        response.resync.append(update.doc)
+        return
+    replica.set_peer_heads(peer, update.doc, update.heads)
+    response.acks.append(DocHeads(update.doc, applied.heads))
+
+
+def _take_sync(replica: Replica, peer: str, sync: DocSync, response: SyncResponse) -> None:
+    stored = replica.get(sync.doc)
+    if not replica.may_write(peer, sync.doc, sync.kind, stored is not None):
+        response.quarantined.append(
+            DocNotice(sync.doc, "refused", "this device may not change that chart")
+        )
+        return
+    try:
+        if stored is not None:
+            _same_kind(stored, sync.kind)
+        applied, replies = documents.answer_sync(
+            stored.data if stored else b"", sync.kind, sync.messages
+        )
+    except CareRecordError as exc:
+        replica.quarantine(peer, sync.doc, sync.kind, b"".join(sync.messages), str(exc))
+        response.quarantined.append(DocNotice(sync.doc, "quarantined", str(exc)))
+        return
+    if applied.heads and (stored is None or applied.heads != stored.heads):
+        replica.put(sync.doc, sync.kind, applied.data, applied.heads)
+    response.syncs.append(DocSync(sync.doc, sync.kind, replies))
+
+
+def updates_for(
+    replica: Replica, peer: str, response: SyncResponse | None, skip: set[str]
+) -> Iterable[DocUpdate]:
+    """Changes ``peer`` lacks in documents it has had. Where what we remember of the peer is not
+    in our copy, ask for a resync instead (added to ``response.resync``)."""
+    for doc_id in replica.outgoing(peer):
+        if doc_id in skip:
+            continue
+        stored = replica.get(doc_id)
+        known = replica.peer_heads(peer, doc_id) or []
+        if stored is None:
+            continue
+        doc = am.Document.load(stored.data)
+        if not documents.has_heads(doc, known):
+            if response is not None:
+                response.resync.append(doc_id)
+            continue
+        yield DocUpdate(
+            doc_id, stored.kind, known, documents.changes_since(doc, known), doc.get_heads()
+        )
+
+
+def _add_snapshots(replica: Replica, peer: str, response: SyncResponse, budget: int) -> None:
+    used, remaining = 0, 0
+    for doc_id in replica.missing(peer):
+        stored = replica.get(doc_id)
+        if stored is None:
+            continue
+        if response.snapshots and used + len(stored.data) > budget:
+            remaining += 1
+            continue
+        used += len(stored.data)
+        response.snapshots.append(DocSnapshot(doc_id, stored.kind, stored.data, stored.heads))
+    response.remaining = remaining
+
+
+def _same_kind(stored: Stored, kind: str) -> None:
+    if stored.kind != kind:
+        raise NotAChart(f"the document is a {stored.kind} chart, not a {kind} one")
+
+
+# -- initiating --------------------------------------------------------------------------------
+
+
+class TabletReplica(Replica, Protocol):
+    """An initiating side also remembers what it still has to acknowledge, and can drop."""
+
+    def pending_acks(self, peer: str) -> list[DocHeads]: ...
+
+    def add_pending_ack(self, peer: str, doc_id: str, heads: list[bytes]) -> None: ...
+
+    def clear_pending_acks(self, peer: str, doc_ids: Iterable[str]) -> None: ...
+
+    def drop(self, peer: str, doc_id: str, reason: str) -> None:
+        """Delete a document that left this device; remember to tell ``peer`` it is gone."""
+        ...
+
+    def dropped_docs(self, peer: str) -> list[str]: ...
+
+    def clear_dropped(self, peer: str, doc_ids: Iterable[str]) -> None: ...
+
+
+@dataclass
+class Session:
+    """One sync with one peer: the Automerge sync states of documents under resync."""
+
+    peer: str
+    states: dict[str, am.SyncState] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Absorbed:
+    """What one response changed here, for progress and for the CHW."""
+
+    sent: int = 0
+    received: int = 0
+    new: int = 0
+    acked: int = 0
+    resync: int = 0
+    quarantined: list[DocNotice] = field(default_factory=list)
+    dropped: list[DocNotice] = field(default_factory=list)
+    kept: list[DocNotice] = field(default_factory=list)  # asked to drop, but holds unsent changes
+    remaining: int = 0
+    command: str | None = None
+
+    @property
+    def more(self) -> bool:
+        return self.remaining > 0 or self.resync > 0
+
+
+def build_request(
+    replica: TabletReplica, session: Session, *, max_snapshot_bytes: int
+) -> SyncRequest:
+    """Everything the peer lacks from us, our pending acks, and any resync messages."""
+    updates = list(updates_for(replica, session.peer, None, set(session.states)))
+    syncs = []
+    for doc_id, state in list(session.states.items()):
+        stored = replica.get(doc_id)
+        doc = am.Document.load(stored.data) if stored else am.Document()
+        message = doc.generate_sync_message(state)
+        if message is None:
+            del session.states[doc_id]
+            replica.add_pending_ack(session.peer, doc_id, doc.get_heads())
+            replica.set_peer_heads(session.peer, doc_id, doc.get_heads())
+            continue
+        syncs.append(DocSync(doc_id, session.kinds[doc_id], [message.encode()]))
+    return SyncRequest(
+        updates=updates,
+        syncs=syncs,
+        acks=replica.pending_acks(session.peer),
+        dropped=replica.dropped_docs(session.peer),
+        max_snapshot_bytes=max_snapshot_bytes,
+    )
+
+
+def absorb(
+    replica: TabletReplica, session: Session, request: SyncRequest, response: SyncResponse
+) -> Absorbed:
+    """Take in the peer's answer to ``request``. The caller commits afterwards."""
+    peer = session.peer
+    outcome = Absorbed(
+        sent=len(request.updates), remaining=response.remaining, command=response.command
+    )
+    replica.clear_pending_acks(peer, [a.doc for a in request.acks])
+    replica.clear_dropped(peer, request.dropped)
+    for ack in response.acks:
+        replica.set_peer_heads(peer, ack.doc, ack.heads)
+        outcome.acked += 1
+    for update in response.updates:
+        _absorb_update(replica, session, update, outcome)
+    for snapshot in response.snapshots:
+        _absorb_snapshot(replica, peer, snapshot, outcome)
+    for sync in response.syncs:
+        _absorb_sync(replica, session, sync, outcome)
+    for doc_id in response.resync:
+        _start_resync(replica, session, doc_id)
+    outcome.resync = len(session.states)
+    outcome.quarantined = list(response.quarantined)
+    for notice in response.dropped:
+        _absorb_drop(replica, peer, notice, outcome)
+    return outcome
+
+
+def _absorb_update(
+    replica: TabletReplica, session: Session, update: DocUpdate, outcome: Absorbed
+) -> None:
+    stored = replica.get(update.doc)
+    try:
+        if stored is None:
+            applied = documents.create_from_changes(update.kind, update.changes, update.heads)
+        else:
+            applied = documents.apply_changes(
+                stored.data, stored.kind, update.changes, update.heads
+            )
+    except CareRecordError as exc:
+        replica.quarantine(
+            session.peer, update.doc, update.kind, b"".join(update.changes), str(exc)
+        )
+        outcome.quarantined.append(DocNotice(update.doc, "quarantined", str(exc)))
+        return
+    replica.put(update.doc, update.kind, applied.data, applied.heads)
+    outcome.received += 1
+    outcome.new += stored is None
+    if not applied.complete:
+        _start_resync(replica, session, update.doc, update.kind)
+        return
+    replica.set_peer_heads(session.peer, update.doc, update.heads)
+    replica.add_pending_ack(session.peer, update.doc, applied.heads)
+
+
+def _absorb_snapshot(
+    replica: TabletReplica, peer: str, snapshot: DocSnapshot, outcome: Absorbed
+) -> None:
+    stored = replica.get(snapshot.doc)
+    try:
+        applied = documents.merge_snapshot(
+            stored.data if stored else None, snapshot.kind, snapshot.data
+        )
+    except CareRecordError as exc:
+        replica.quarantine(peer, snapshot.doc, snapshot.kind, snapshot.data, str(exc))
+        outcome.quarantined.append(DocNotice(snapshot.doc, "quarantined", str(exc)))
+        return
+    replica.put(snapshot.doc, snapshot.kind, applied.data, applied.heads)
+    replica.set_peer_heads(peer, snapshot.doc, snapshot.heads)
+    replica.add_pending_ack(peer, snapshot.doc, applied.heads)
+    outcome.received += 1
+    outcome.new += stored is None
+
+
+def _absorb_sync(
+    replica: TabletReplica, session: Session, sync: DocSync, outcome: Absorbed
+) -> None:
+    state = session.states.get(sync.doc)
+    if state is None:
+        return
+    stored = replica.get(sync.doc)
+    doc = am.Document.load(stored.data) if stored else am.Document()
+    before = doc.get_heads()
+    try:
+        for raw in sync.messages:
+            doc.receive_sync_message(state, am.Message.decode(raw))
+        if doc.get_heads():
+            documents.check_kind(doc, sync.kind)
+    except Exception as exc:  # noqa: BLE001 - damaged messages raise bare Exception
+        session.states.pop(sync.doc, None)
+        outcome.quarantined.append(DocNotice(sync.doc, "quarantined", f"sync failed: {exc}"[:200]))
+        return
+    if doc.get_heads() != before:
+        replica.put(sync.doc, sync.kind, doc.save(), doc.get_heads())
+        outcome.received += 1
+
+
+def _start_resync(
+    replica: TabletReplica, session: Session, doc_id: str, kind: str | None = None
+) -> None:
+    if doc_id in session.states:
+        return
+    stored = replica.get(doc_id)
+    found_kind = kind or (stored.kind if stored else None)
+    if found_kind is None:
+        return
+    session.states[doc_id] = am.SyncState()
+    session.kinds[doc_id] = found_kind
+
+
+def _absorb_drop(replica: TabletReplica, peer: str, notice: DocNotice, outcome: Absorbed) -> None:
+    stored = replica.get(notice.doc)
+    if stored is None:
+        outcome.dropped.append(notice)
+        return
+    known = replica.peer_heads(peer, notice.doc) or []
+    doc = am.Document.load(stored.data)
+    if documents.changes_since(doc, known):
+        # Changes the peer has not acknowledged yet: keep the chart until they are pushed.
+        outcome.kept.append(notice)
+        return
+    replica.drop(peer, notice.doc, notice.detail)
+    outcome.dropped.append(notice)

@@ -1,0 +1,154 @@
+"""The sync wire format: msgpack frames (msgspec), compressed with zlib.
+
+A frame is ``b"RCS1"`` (magic and format version), one codec byte (0 = none, 1 = zlib), then
+the msgpack encoding of one message. Messages are the structs below; an unknown field is
+ignored (so a newer peer can add one), a missing required field or a wrong type is an error.
+Document IDs are UUIDv7 strings; heads and change hashes are 32-byte SHA-256 values; changes
+are Automerge change chunks exactly as ``Document.get_changes`` gives them.
+
+See docs/sync-protocol.md for the exchange itself.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import TypeVar
+
+import msgspec
+
+from care_record.errors import CareRecordError
+
+PROTOCOL = 1
+MAGIC = b"RCS1"
+RAW, ZLIB = 0, 1
+MAX_FRAME_BYTES = 64 * 1024 * 1024  # after decompression; a frame bigger than this is refused
+COMPRESS_ABOVE = 256
+
+
+class MalformedFrame(CareRecordError):
+    """Bytes that are not a frame of this protocol: cut short, damaged, or of another kind."""
+
+
+class Struct(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=True):
+    pass
+
+
+class DocUpdate(Struct):
+    """Changes to one document: everything after ``base`` that the sender has."""
+
+    doc: str
+    kind: str  # "patient" or "household"
+    base: list[bytes]  # heads the sender believes the receiver has ([] = none)
+    changes: list[bytes]
+    heads: list[bytes]  # the sender's heads, which these changes reach
+
+
+class DocSnapshot(Struct):
+    """A whole document as ``save()`` gives it: how new documents travel."""
+
+    doc: str
+    kind: str  # "patient" or "household"
+    data: bytes
+    heads: list[bytes]
+
+
+class DocSync(Struct):
+    """Automerge sync-protocol messages for one document: the fallback when heads are wrong."""
+
+    doc: str
+    kind: str  # "patient" or "household"
+    messages: list[bytes]
+
+
+class DocHeads(Struct):
+    """The heads one side now has of a document (an acknowledgement)."""
+
+    doc: str
+    heads: list[bytes]
+
+
+class DocNotice(Struct):
+    """Something the other side must know about a document, in a code and in words."""
+
+    doc: str
+    code: str
+    detail: str
+
+
+class SyncRequest(Struct):
+    protocol: int = PROTOCOL
+    updates: list[DocUpdate] = []
+    syncs: list[DocSync] = []
+    acks: list[DocHeads] = []  # documents taken from the last response, now stored here
+    dropped: list[str] = []  # documents this device deleted after being told they left it
+    max_snapshot_bytes: int = 1024 * 1024  # how much new-document data one response may carry
+
+
+class SyncResponse(Struct):
+    protocol: int = PROTOCOL
+    acks: list[DocHeads] = []  # for each update received: the responder's heads after merging
+    updates: list[DocUpdate] = []
+    snapshots: list[DocSnapshot] = []
+    syncs: list[DocSync] = []
+    resync: list[str] = []  # documents whose remembered heads were wrong: use DocSync
+    quarantined: list[DocNotice] = []
+    dropped: list[DocNotice] = []  # documents leaving this device: delete once fully acked
+    remaining: int = 0  # new documents still to send after this response (initial sync)
+    command: str | None = None  # "erase": crypto-erase now; "retired": stop syncing
+    server_time: str = ""
+
+
+class ErrorBody(Struct):
+    """The one JSON shape of every error the hub answers with."""
+
+    error: str
+    detail: str
+    server_time: str = ""
+    command: str | None = None
+
+
+M = TypeVar("M", SyncRequest, SyncResponse)
+
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def encode_frame(message: SyncRequest | SyncResponse, *, level: int = 6) -> bytes:
+    payload = _ENCODER.encode(message)
+    if len(payload) < COMPRESS_ABOVE:
+        return MAGIC + bytes([RAW]) + payload
+    return MAGIC + bytes([ZLIB]) + zlib.compress(payload, level)
+
+
+def decode_frame(frame: bytes, kind: type[M], *, limit: int = MAX_FRAME_BYTES) -> M:
+    """Decode one frame, or raise MalformedFrame saying what is wrong with it."""
+    if len(frame) < len(MAGIC) + 1 or not frame.startswith(MAGIC):
+        raise MalformedFrame("not a sync frame (wrong start): update the app or check the address")
+    codec, body = frame[len(MAGIC)], frame[len(MAGIC) + 1 :]
+    if codec == ZLIB:
+        body = _inflate(body, limit)
+    elif codec != RAW:
+        raise MalformedFrame(f"unknown compression {codec} in a sync frame")
+    if len(body) > limit:
+        raise MalformedFrame("sync frame too large")
+    try:
+        message = msgspec.msgpack.decode(body, type=kind)
+    except msgspec.DecodeError as exc:
+        raise MalformedFrame(f"damaged sync frame: {exc}") from None
+    if message.protocol != PROTOCOL:
+        raise MalformedFrame(
+            f"sync protocol {message.protocol} is not supported (this side speaks {PROTOCOL})"
+        )
+    return message
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise MalformedFrame("damaged sync frame (compression)") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise MalformedFrame("sync frame too large")
+    if not inflater.eof or inflater.unused_data:
+        raise MalformedFrame("sync frame cut short or followed by junk")
+    return out
