@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+import httpx
+
 from care_record import CareRecordError, ChartView, Clock, SystemClock
-from field_app import patients, tasks, visits
+from field_app import cli_sync, patients, tasks, visits
 from field_app.errors import BadInput, FieldAppError, Locked
 from field_app.session import (
     Session,
@@ -51,12 +53,22 @@ class Io:
     """Where the CLI reads secrets and writes output; passed in so tests can drive it."""
 
     def __init__(
-        self, env: Mapping[str, str], stdin: TextIO, stdout: TextIO, stderr: TextIO
+        self,
+        env: Mapping[str, str],
+        stdin: TextIO,
+        stdout: TextIO,
+        stderr: TextIO,
+        http: Callable[[], httpx.Client],
     ) -> None:
         self.env, self.stdin, self.stdout, self.stderr = env, stdin, stdout, stderr
+        self.http = http
 
     def say(self, text: str = "") -> None:
         print(text, file=self.stdout)
+
+    def err(self, text: str) -> None:
+        """Progress and notes: to standard error, so standard output stays parseable."""
+        print(text, file=self.stderr, flush=True)
 
     def secret(self, variable: str, prompt: str) -> str:
         value = self.env.get(variable)
@@ -148,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     conflicts.add_argument("--patient", help="only this patient")
     conflicts.add_argument("--resolve", metavar="FIELD", help="settle FIELD of --patient ...")
     conflicts.add_argument("--keep", metavar="VALUE_ID", help="... keeping the value with this ID")
+    cli_sync.add_commands(commands)
     return parser
 
 
@@ -159,8 +172,11 @@ def main(
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    http: Callable[[], httpx.Client] | None = None,
 ) -> int:
-    io = Io(env, stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
+    io = Io(
+        env, stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr, http or httpx.Client
+    )
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(env)
@@ -215,6 +231,9 @@ def _dispatch(args: argparse.Namespace, session: Session, io: Io) -> None:
         ("tasks", "add"): _tasks_add,
         ("tasks", "done"): _tasks_done,
         ("conflicts", None): _conflicts,
+        ("enroll", None): cli_sync.run_enroll,
+        ("sync", None): cli_sync.run_sync,
+        ("serve-peer", None): cli_sync.run_serve_peer,
     }
     handlers[command](args, session, io)
 

@@ -12,6 +12,10 @@
     │   ├── LockedOut          too many wrong PINs; another user or a supervisor must reset
     │   ├── UnknownUser        no such user on this tablet
     │   └── Locked             the session is locked (idle, or locked by hand)
+    ├── SyncError
+    │   ├── NotEnrolled        this tablet has not been enrolled with a hub yet
+    │   ├── HubUnreachable     no answer after every retry; the work stays safe here
+    │   └── SyncRefused        the hub (or peer) refused, and said why
     ├── BadInput              a value typed at the CLI is not acceptable
     └── UnknownPatient        no patient with that ID on this tablet
 
@@ -77,3 +81,27 @@ class BadInput(FieldAppError):
 
 class UnknownPatient(FieldAppError):
     pass
+
+
+class SyncError(FieldAppError):
+    pass
+
+
+class NotEnrolled(SyncError):
+    pass
+
+
+class HubUnreachable(SyncError):
+    pass
+
+
+class SyncRefused(SyncError):
+    """``code`` is the hub's error code; ``command`` what it asks of the tablet ("erase")."""
+
+    def __init__(
+        self, message: str, code: str = "", *, command: str | None = None, server_time: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.command = command
+        self.server_time = server_time

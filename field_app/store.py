@@ -26,7 +26,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlcipher3
 import sqlite_utils
 
-from care_record import CareRecordError, Chart, ChartView, Clock
+from care_record import CareRecordError, Chart, ChartView, Clock, HouseholdRecord
+from care_record.sync import heads_key
 from field_app.errors import StoreCorrupt, StoreError, UnknownPatient
 
 DB_FILE = "store.db"
@@ -139,8 +140,19 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One SQLite transaction; rolled back if anything inside raises."""
+        """One SQLite transaction; rolled back if anything inside raises. Nested use becomes a
+        savepoint, so a sync can wrap many chart writes in one transaction."""
         conn = self.db.conn
+        if conn.in_transaction:
+            conn.execute("SAVEPOINT nested")
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK TO nested")
+                conn.execute("RELEASE nested")
+                raise
+            conn.execute("RELEASE nested")
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -154,12 +166,42 @@ class Store:
     @_damage_is_store_corrupt
     def put_chart(self, chart: Chart) -> ChartView:
         """Save a chart and rebuild its index rows, in one transaction."""
-        view = chart.view()
-        row = _chart_row(view, chart.save(), self.clock.now().isoformat())
+        return self._put(chart.view(), chart.save(), chart.heads)
+
+    @_damage_is_store_corrupt
+    def put_document(self, kind: str, data: bytes) -> ChartView:
+        """Save a document that arrived by sync (a chart or a household), with its indexes.
+
+        Raises StoreCorrupt-free CareRecordError (NotAChart, ChartTooNew) if it cannot be read.
+        """
+        opener = Chart if kind == "patient" else HouseholdRecord
+        document = opener.load(data, author=self.author, clock=self.clock)
+        return self._put(document.view(), data, document.heads)
+
+    @_damage_is_store_corrupt
+    def get_document(self, doc_id: str) -> tuple[str, bytes, bytes] | None:
+        """(kind, saved bytes, heads key) of a stored document, or None."""
+        found = self.db.execute(
+            "SELECT kind, doc, heads FROM charts WHERE id = ?", [doc_id]
+        ).fetchone()
+        return None if found is None else (found[0], found[1], found[2] or b"")
+
+    @_damage_is_store_corrupt
+    def delete_document(self, doc_id: str) -> None:
+        """Remove a document and its index rows (a chart that moved to another CHW)."""
+        self.db.execute("DELETE FROM tasks WHERE chart_id = ?", [doc_id])
+        self.db.execute("DELETE FROM charts WHERE id = ?", [doc_id])
+
+    def _put(self, view: ChartView, data: bytes, heads: list[bytes]) -> ChartView:
+        row = _chart_row(view, data, heads, self.clock.now().isoformat())
         with self.transaction():
             self.db.table("charts").upsert(row, pk="id")
             self.db.execute("DELETE FROM tasks WHERE chart_id = ?", [view.id])
-            tasks = [_task_row(view.id, t) for t in view.records("tasks")]
+            tasks = (
+                [_task_row(view.id, t) for t in view.records("tasks")]
+                if "tasks" in view.collections
+                else []
+            )
             if tasks:
                 self.db.table("tasks").insert_all(tasks, pk="id")
         return view
@@ -230,8 +272,10 @@ class Store:
     @_damage_is_store_corrupt
     def _ensure_schema(self) -> None:
         if "charts" in self.db.table_names():
-            # A store made before an index existed gets it here; an index already there costs
-            # a lookup in the schema, and no write.
+            # A store made before an index or column existed gets it here; one already there
+            # costs a lookup in the schema, and no write.
+            if "heads" not in self.db.table("charts").columns_dict:
+                self.db.execute("ALTER TABLE charts ADD COLUMN heads BLOB")
             for statement in _INDEX_SQL:
                 self.db.execute(statement)
             return
@@ -253,6 +297,7 @@ _SCHEMA_SQL = (
     village TEXT, village_key TEXT,
     birth_date TEXT,
     conflicts INTEGER NOT NULL DEFAULT 0,
+    heads BLOB,
     updated_at TEXT NOT NULL
 )""",
     """CREATE TABLE tasks (
@@ -276,7 +321,7 @@ _INDEX_SQL = (
 )
 
 
-def _chart_row(view: ChartView, doc: bytes, now: str) -> dict[str, Any]:
+def _chart_row(view: ChartView, doc: bytes, heads: list[bytes], now: str) -> dict[str, Any]:
     given, family = view.fields.get("given"), view.fields.get("family")
     village = view.fields.get("village")
     return {
@@ -290,6 +335,7 @@ def _chart_row(view: ChartView, doc: bytes, now: str) -> dict[str, Any]:
         "village_key": fold(str(village)) if village else None,
         "birth_date": view.fields.get("birth_date"),
         "conflicts": len(view.conflicts),
+        "heads": heads_key(heads),
         "updated_at": now,
     }
 
