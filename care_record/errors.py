@@ -5,6 +5,7 @@
     ├── UnknownRecord        an ID names no encounter, task, referral or item in this chart
     ├── RecordLocked         a signed encounter cannot be edited; write an amendment instead
     ├── NotAChart            bytes are not a chart document (corrupt, truncated, or another kind)
+    ├── MissingHistory       changes arrived whose earlier history is not here (sync must resync)
     └── ChartTooNew          the chart was written by a newer schema than this code knows
 
 Every message is safe to show and to log: it names fields and rules, never a patient's data.
@@ -31,6 +32,10 @@ class RecordLocked(CareRecordError):
 
 class NotAChart(CareRecordError):
     """The bytes do not hold a chart document."""
+
+
+class MissingHistory(CareRecordError):
+    """Changes depend on history this side does not hold; the two sides must resync."""
 
 
 class ChartTooNew(CareRecordError):

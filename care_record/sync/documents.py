@@ -3,12 +3,13 @@ answering Automerge's own sync protocol without keeping state between requests."
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import automerge.core as am
 
 from care_record.document import load_document
-from care_record.errors import NotAChart
+from care_record.errors import MissingHistory, NotAChart
 
 HEAD_BYTES = 32
 MAX_SYNC_ROUNDS = 8
@@ -34,9 +35,29 @@ def has_heads(doc: am.Document, heads: list[bytes]) -> bool:
     return doc.get(am.ROOT, "kind", heads) is not None
 
 
+def change_hash(raw_change: bytes) -> bytes:
+    """The hash of an uncompressed change chunk: SHA-256 of everything after its 8-byte
+    header (magic and checksum), as Automerge defines it."""
+    return hashlib.sha256(raw_change[8:]).digest()
+
+
+def implied_heads(changes: list[bytes], heads: list[bytes]) -> list[bytes]:
+    """The sender's heads: as sent, or (sent empty) the hash of the last change."""
+    if heads or not changes:
+        return heads
+    return [change_hash(changes[-1])]
+
+
+def compact_heads(changes: list[bytes], heads: list[bytes]) -> list[bytes]:
+    """What to send for ``heads``: nothing when the receiver can compute them."""
+    if changes and heads == [change_hash(changes[-1])]:
+        return []
+    return heads
+
+
 def changes_since(doc: am.Document, heads: list[bytes]) -> list[bytes]:
-    """Raw change chunks of ``doc`` that are not ancestors of ``heads``."""
-    return [change.bytes for change in doc.get_changes(heads)]
+    """Change chunks of ``doc`` that are not ancestors of ``heads``, uncompressed."""
+    return [change.raw_bytes for change in doc.get_changes(heads)]
 
 
 @dataclass(frozen=True)
@@ -64,7 +85,14 @@ def create_from_changes(kind: str, changes: list[bytes], claimed: list[bytes]) -
     """A document the receiver never had, from its whole history."""
     if not changes:
         raise NotAChart("a new document arrived without any changes")
-    return apply_changes(b"", kind, changes, claimed)
+    try:
+        doc = am.Document.load(b"".join(changes))
+    except Exception as exc:  # noqa: BLE001 - the binding raises bare Exception
+        if "deps should already be in the document" in str(exc):
+            raise MissingHistory("changes arrived without the history they build on") from None
+        raise NotAChart(f"changes that cannot be read: {_first_line(exc)}") from None
+    check_kind(doc, kind)
+    return Applied(data=doc.save(), heads=doc.get_heads(), complete=has_heads(doc, claimed))
 
 
 def load_snapshot(kind: str, data: bytes) -> am.Document:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import automerge.core as am
 
-from care_record.errors import CareRecordError, NotAChart
+from care_record.errors import CareRecordError, MissingHistory, NotAChart
 from care_record.sync import documents
 from care_record.sync.wire import (
     DocHeads,
@@ -84,8 +84,9 @@ class Replica(Protocol):
 def respond(replica: Replica, peer: str, request: SyncRequest, *, server_time: str) -> SyncResponse:
     """Take in a request and build the answer. The caller commits, then sends the answer."""
     response = SyncResponse(server_time=server_time)
-    for update in request.updates:
-        _take_update(replica, peer, update, response)
+    for index, update in enumerate(request.updates):
+        if _take_update(replica, peer, update, response):
+            response.applied.append(index)
     for sync in request.syncs:
         _take_sync(replica, peer, sync, response)
     for ack in request.acks:
@@ -100,37 +101,38 @@ def respond(replica: Replica, peer: str, request: SyncRequest, *, server_time: s
     return response
 
 
-def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncResponse) -> None:
+def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncResponse) -> bool:
+    """Apply one update; True when the document now holds everything the sender has."""
     stored = replica.get(update.doc)
     if not replica.may_write(peer, update.doc, update.kind, stored is not None):
         response.quarantined.append(
             DocNotice(update.doc, "refused", "this device may not change that chart")
         )
-        return
-    if stored is None and update.base:
-        # The peer thinks we hold a document we do not (restored from an old backup).
-        response.resync.append(update.doc)
-        return
+        return False
     try:
         if stored is None:
-            applied = documents.create_from_changes(update.kind, update.changes, update.heads)
+            applied = documents.create_from_changes(update.kind, update.changes, _heads(update))
         else:
             _same_kind(stored, update.kind)
             applied = documents.apply_changes(
-                stored.data, stored.kind, update.changes, update.heads
+                stored.data, stored.kind, update.changes, _heads(update)
             )
+    except MissingHistory:
+        # The peer thinks we hold changes we do not (we were restored from an old backup).
+        response.resync.append(update.doc)
+        return False
     except CareRecordError as exc:
         payload = b"".join(update.changes)
         replica.quarantine(peer, update.doc, update.kind, payload, str(exc))
         response.quarantined.append(DocNotice(update.doc, "quarantined", str(exc)))
-        return
+        return False
     if stored is None or applied.heads != stored.heads:
         replica.put(update.doc, update.kind, applied.data, applied.heads)
     if not applied.complete:
         response.resync.append(update.doc)
-        return
-    replica.set_peer_heads(peer, update.doc, update.heads)
-    response.acks.append(DocHeads(update.doc, applied.heads))
+        return False
+    replica.set_peer_heads(peer, update.doc, _heads(update))
+    return True
 
 
 def _take_sync(replica: Replica, peer: str, sync: DocSync, response: SyncResponse) -> None:
@@ -172,9 +174,9 @@ def updates_for(
             if response is not None:
                 response.resync.append(doc_id)
             continue
-        yield DocUpdate(
-            doc_id, stored.kind, known, documents.changes_since(doc, known), doc.get_heads()
-        )
+        changes = documents.changes_since(doc, known)
+        heads = documents.compact_heads(changes, doc.get_heads())
+        yield DocUpdate(doc_id, stored.kind, changes, heads)
 
 
 def _add_snapshots(replica: Replica, peer: str, response: SyncResponse, budget: int) -> None:
@@ -189,6 +191,10 @@ def _add_snapshots(replica: Replica, peer: str, response: SyncResponse, budget: 
         used += len(stored.data)
         response.snapshots.append(DocSnapshot(doc_id, stored.kind, stored.data, stored.heads))
     response.remaining = remaining
+
+
+def _heads(update: DocUpdate) -> list[bytes]:
+    return documents.implied_heads(update.changes, update.heads)
 
 
 def _same_kind(stored: Stored, kind: str) -> None:
@@ -281,9 +287,11 @@ def absorb(
     )
     replica.clear_pending_acks(peer, [a.doc for a in request.acks])
     replica.clear_dropped(peer, request.dropped)
-    for ack in response.acks:
-        replica.set_peer_heads(peer, ack.doc, ack.heads)
-        outcome.acked += 1
+    for index in response.applied:
+        if 0 <= index < len(request.updates):
+            sent = request.updates[index]
+            replica.set_peer_heads(peer, sent.doc, _heads(sent))
+            outcome.acked += 1
     for update in response.updates:
         _absorb_update(replica, session, update, outcome)
     for snapshot in response.snapshots:
@@ -305,10 +313,10 @@ def _absorb_update(
     stored = replica.get(update.doc)
     try:
         if stored is None:
-            applied = documents.create_from_changes(update.kind, update.changes, update.heads)
+            applied = documents.create_from_changes(update.kind, update.changes, _heads(update))
         else:
             applied = documents.apply_changes(
-                stored.data, stored.kind, update.changes, update.heads
+                stored.data, stored.kind, update.changes, _heads(update)
             )
     except CareRecordError as exc:
         replica.quarantine(
@@ -322,7 +330,7 @@ def _absorb_update(
     if not applied.complete:
         _start_resync(replica, session, update.doc, update.kind)
         return
-    replica.set_peer_heads(session.peer, update.doc, update.heads)
+    replica.set_peer_heads(session.peer, update.doc, _heads(update))
     replica.add_pending_ack(session.peer, update.doc, applied.heads)
 
 
