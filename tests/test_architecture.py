@@ -8,7 +8,12 @@ ROOT = Path(__file__).parent.parent
 PACKAGES = ["care_record", "field_app", "sync_hub", "central", "sms", "audio_consult"]
 
 # Each deployable builds its settings once from the environment; nothing else reads it.
-MAY_READ_ENVIRONMENT = {"field_app/settings.py", "field_app/__main__.py"}
+MAY_READ_ENVIRONMENT = {
+    "field_app/settings.py",
+    "field_app/__main__.py",
+    "sync_hub/settings.py",
+    "sync_hub/__main__.py",
+}
 
 
 def _sources() -> list[Path]:
