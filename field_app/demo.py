@@ -1,4 +1,8 @@
-"""``make demo``: a scripted day on one tablet, through the real CLI, printing what it did.
+"""``make demo``: a scripted day through the real CLI and a real hub, printing what it did.
+
+Part one is one tablet: registration, visits, follow-ups, a conflict, locking, erasing. Part two
+starts a regional hub (``python -m sync_hub serve``), enrols two tablets, lets both CHWs edit
+the same patient offline, syncs, and shows the merged chart with its listed conflict on both.
 
 It runs in a fresh temporary folder, so it never touches a real store, and leaves nothing
 behind unless ``--keep`` is given.
@@ -9,24 +13,30 @@ from __future__ import annotations
 import argparse
 import io
 import shlex
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
+
 from care_record import Chart, SystemClock
 from field_app.cli import main
-from field_app.session import resume
+from field_app.session import resume, unlock
 from field_app.settings import Settings
 
 
 class Script:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, name: str = "") -> None:
         self.env = {
             "FIELD_APP_DATA": str(folder),
             "FIELD_APP_TIMEZONE": "Africa/Dar_es_Salaam",
         }
         self.clock = SystemClock()
+        self.name = name
 
     def run(self, *argv: str, pin: str | None = None, expect_fail: bool = False) -> str:
         env = dict(self.env)
@@ -34,11 +44,12 @@ class Script:
             env["FIELD_APP_PIN"] = pin
         out, err = io.StringIO(), io.StringIO()
         shown = " ".join(shlex.quote(a) for a in argv)
-        print(f"\n$ python -m field_app {shown}")
+        where = f"[{self.name}] " if self.name else ""
+        print(f"\n{where}$ python -m field_app {shown}")
         code = main(
             list(argv), env=env, clock=self.clock, stdin=io.StringIO(), stdout=out, stderr=err
         )
-        for line in (out.getvalue() + err.getvalue()).splitlines():
+        for line in (err.getvalue() + out.getvalue()).splitlines():
             print(f"  {line}")
         if (code != 0) != expect_fail:
             raise SystemExit(f"demo step failed unexpectedly (exit {code}): {shown}")
@@ -186,16 +197,108 @@ def scan(folder: Path, secrets: list[str]) -> None:
     print(f"  none of {len(secrets)} names or numbers found in {len(files)} files")
 
 
+def hub_demo(folder: Path) -> None:
+    say("PART TWO: a regional hub and two tablets.")
+    port = _free_port()
+    database = folder / "hub.db"
+    hub_command = [sys.executable, "-m", "sync_hub", "--db", str(database)]
+    print(f"\n$ python -m sync_hub serve --port {port}")
+    log = (folder / "hub.log").open("w", encoding="utf-8")
+    server = subprocess.Popen(  # noqa: S603
+        [*hub_command, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    print(f"  (the hub's log goes to {log.name})")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for(url)
+        codes = {}
+        for chw in ("amina", "baraka"):
+            shown = f"enroll-code --chw {chw} --catchment Kilosa"
+            print(f"\n$ python -m sync_hub {shown}")
+            out = subprocess.run(  # noqa: S603
+                [*hub_command, *shown.split()], capture_output=True, text=True, check=True
+            )
+            codes[chw] = out.stdout.split()[0]
+            print(f"  {out.stdout.strip()}  {out.stderr.strip()}")
+        one = Script(folder / "tablet-amina", "amina's tablet")
+        two = Script(folder / "tablet-baraka", "baraka's tablet")
+        for script, chw in ((one, "amina"), (two, "baraka")):
+            script.env["FIELD_APP_PIN"] = "482913"
+            script.run("init", "--user", chw)
+            script.run("enroll", "--hub", url, "--code", codes[chw], "--label", f"{chw}-tablet")
+
+        say("Amina registers a patient in Kilosa and syncs; Baraka's tablet receives her.")
+        patient = one.run(
+            "patient", "add", "--given", "Zawadi", "--family", "Mollel", "--sex", "female",
+            "--birth-date", "2001-02-11", "--phone", "+255713111222", "--village", "Kilosa",
+        )  # fmt: skip
+        one.run("sync")
+        two.run("sync")
+
+        say("Both go out of network range and see the patient the same day.")
+        one.run("visit", "record", "--patient", patient, "--systolic", "152", "--diastolic", "98")
+        _set_phone(one, patient, "+255713999000")
+        two.run("visit", "record", "--patient", patient, "--temperature", "38.1", "--pulse", "96")
+        _set_phone(two, patient, "+255784555666")
+        print("  (each tablet also changed the phone number, to a different one)")
+
+        say(
+            "Back in range, both sync. Nothing is lost: both visits are kept, and the two phone numbers are listed as a conflict for review on both tablets."
+        )
+        one.run("sync")
+        two.run("sync")
+        one.run("sync")
+        one.run("patient", "show", patient)
+        two.run("conflicts")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+
+
+def _set_phone(script: Script, patient_id: str, phone: str) -> None:
+    """Change the phone as the app's edit screen would (the CLI has no edit command yet)."""
+    settings = Settings.from_env(script.env)
+    session = unlock(settings, script.clock, settings_user(script), script.env["FIELD_APP_PIN"])
+    chart = session.store.get_chart(patient_id)
+    chart.update_demographics({"phone": phone})
+    session.store.put_chart(chart)
+    session.lock()
+
+
+def settings_user(script: Script) -> str:
+    return Path(script.env["FIELD_APP_DATA"]).name.removeprefix("tablet-")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for(url: str) -> None:
+    for _ in range(100):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the hub did not start")
+
+
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m field_app.demo", description=__doc__)
     parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it")
     args = parser.parse_args(argv)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=False)
-        demo(args.keep)
+        demo(args.keep / "tablet")
+        hub_demo(args.keep)
     else:
         with tempfile.TemporaryDirectory(prefix="field-app-demo-") as tmp:
             demo(Path(tmp) / "tablet")
+            hub_demo(Path(tmp))
     print("\ndemo finished")
     return 0
 

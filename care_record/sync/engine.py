@@ -84,17 +84,22 @@ class Replica(Protocol):
 def respond(replica: Replica, peer: str, request: SyncRequest, *, server_time: str) -> SyncResponse:
     """Take in a request and build the answer. The caller commits, then sends the answer."""
     response = SyncResponse(server_time=server_time)
-    for index, update in enumerate(request.updates):
-        if _take_update(replica, peer, update, response):
-            response.applied.append(index)
-    for sync in request.syncs:
-        _take_sync(replica, peer, sync, response)
+    # Acks first: they say what the peer took from our last answer, and its updates (newer)
+    # then say what it has now. The other way round, an ack would wind the peer's heads back
+    # and its own changes would be echoed to it.
     for ack in request.acks:
         if replica.get(ack.doc) is not None:
             replica.set_peer_heads(peer, ack.doc, ack.heads)
+    for index, update in enumerate(request.updates):
+        if _take_update(replica, peer, update, response):
+            response.applied.append(index)
     for doc_id in request.dropped:
         replica.forget_peer(peer, doc_id)
     response.dropped = list(replica.leaving(peer))
+    leaving = {d.doc for d in response.dropped}
+    for sync in request.syncs:
+        # A chart that left this peer may still take its changes, but must not send it ours.
+        _take_sync(replica, peer, sync, response, reply=sync.doc not in leaving)
     skip = set(response.resync) | {s.doc for s in request.syncs} | {d.doc for d in response.dropped}
     response.updates = list(updates_for(replica, peer, response, skip))
     _add_snapshots(replica, peer, response, request.max_snapshot_bytes)
@@ -135,7 +140,9 @@ def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncR
     return True
 
 
-def _take_sync(replica: Replica, peer: str, sync: DocSync, response: SyncResponse) -> None:
+def _take_sync(
+    replica: Replica, peer: str, sync: DocSync, response: SyncResponse, *, reply: bool = True
+) -> None:
     stored = replica.get(sync.doc)
     if not replica.may_write(peer, sync.doc, sync.kind, stored is not None):
         response.quarantined.append(
@@ -154,7 +161,8 @@ def _take_sync(replica: Replica, peer: str, sync: DocSync, response: SyncRespons
         return
     if applied.heads and (stored is None or applied.heads != stored.heads):
         replica.put(sync.doc, sync.kind, applied.data, applied.heads)
-    response.syncs.append(DocSync(sync.doc, sync.kind, replies))
+    if reply:
+        response.syncs.append(DocSync(sync.doc, sync.kind, replies))
 
 
 def updates_for(
@@ -246,10 +254,13 @@ class Absorbed:
     kept: list[DocNotice] = field(default_factory=list)  # asked to drop, but holds unsent changes
     remaining: int = 0
     command: str | None = None
+    # Documents the peer just showed us, holding less than we do (it lost changes, say to a
+    # restore from backup): they go up in the next round rather than wait for the next sync.
+    behind: int = 0
 
     @property
     def more(self) -> bool:
-        return self.remaining > 0 or self.resync > 0
+        return self.remaining > 0 or self.resync > 0 or self.behind > 0
 
 
 def build_request(
@@ -303,7 +314,10 @@ def absorb(
     outcome.resync = len(session.states)
     outcome.quarantined = list(response.quarantined)
     for notice in response.dropped:
+        # No resync for a chart that is leaving: its changes go up whole next time, then it goes.
+        session.states.pop(notice.doc, None)
         _absorb_drop(replica, peer, notice, outcome)
+    outcome.resync = len(session.states)
     return outcome
 
 
@@ -332,6 +346,7 @@ def _absorb_update(
         return
     replica.set_peer_heads(session.peer, update.doc, _heads(update))
     replica.add_pending_ack(session.peer, update.doc, applied.heads)
+    outcome.behind += sorted(applied.heads) != sorted(_heads(update))
 
 
 def _absorb_snapshot(
@@ -351,6 +366,7 @@ def _absorb_snapshot(
     replica.add_pending_ack(peer, snapshot.doc, applied.heads)
     outcome.received += 1
     outcome.new += stored is None
+    outcome.behind += sorted(applied.heads) != sorted(snapshot.heads)
 
 
 def _absorb_sync(

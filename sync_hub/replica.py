@@ -1,0 +1,157 @@
+"""The hub's side of the sync exchange for one device: ``care_record.sync.engine.Replica``
+over the hub's database, inside the request's transaction.
+
+What the device may see is decided in SQL (``catchments.VISIBLE_SQL``) over the charts its
+CHW's catchment and its own creations point at, so the cost of a sync follows the size of one
+catchment, not of the hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlite_utils
+
+from care_record.sync import DocNotice, Stored, heads_key, split_heads
+from sync_hub import quarantine, store
+from sync_hub.catchments import CANDIDATES_SQL, VISIBLE_SQL
+
+REASSIGNED = "reassigned"
+REASSIGNED_DETAIL = "this chart was assigned to another health worker's catchment"
+
+# Each query below is built only from the fixed fragments above; values are bound parameters.
+_VISIBLE_ONE = f"SELECT {VISIBLE_SQL} FROM charts c WHERE c.id = :doc"  # noqa: S608
+_MISSING = f"""
+    WITH candidates(id) AS ({CANDIDATES_SQL})
+    SELECT c.id FROM candidates JOIN charts c ON c.id = candidates.id
+    WHERE {VISIBLE_SQL}
+      AND NOT EXISTS (SELECT 1 FROM device_docs d WHERE d.device = :device AND d.doc = c.id)
+    ORDER BY c.kind = 'patient', c.id"""  # noqa: S608
+_OUTGOING = f"""
+    SELECT c.id FROM device_docs d JOIN charts c ON c.id = d.doc
+    WHERE d.device = :device AND c.heads != d.heads AND {VISIBLE_SQL}
+    ORDER BY c.id"""  # noqa: S608
+_LEAVING = f"""
+    SELECT c.id FROM device_docs d JOIN charts c ON c.id = d.doc
+    WHERE d.device = :device AND NOT {VISIBLE_SQL}
+    ORDER BY c.id"""  # noqa: S608
+
+
+class HubReplica:
+    """The hub's documents as one device may use them.
+
+    ``receive_only`` (a retiring device) takes the device's changes and sends it nothing: no
+    updates, no new charts, no notices to drop.
+    """
+
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        *,
+        device: str,
+        chw: str,
+        at: str,
+        receive_only: bool = False,
+    ) -> None:
+        self.db = db
+        self.device = device
+        self.chw = chw
+        self.at = at
+        self.receive_only = receive_only
+
+    # -- documents ------------------------------------------------------------------------------
+
+    def get(self, doc_id: str) -> Stored | None:
+        return store.get_chart(self.db, doc_id)
+
+    def put(self, doc_id: str, kind: str, data: bytes, heads: list[bytes]) -> None:
+        store.put_chart(self.db, doc_id, kind, data, heads, device=self.device, at=self.at)
+
+    # -- what the device has ----------------------------------------------------------------------
+
+    def peer_heads(self, peer: str, doc_id: str) -> list[bytes] | None:
+        row = self.db.execute(
+            "SELECT heads FROM device_docs WHERE device = ? AND doc = ?", [peer, doc_id]
+        ).fetchone()
+        return None if row is None else split_heads(row[0])
+
+    def set_peer_heads(self, peer: str, doc_id: str, heads: list[bytes]) -> None:
+        # An acknowledgement is believed only for a chart the device has had, may see, created,
+        # or was sent: a forged one would otherwise give it a foothold to write any chart. (A
+        # chart sent, then reassigned before the ack came, is still acknowledged, so that the
+        # tablet is then told to drop it.)
+        if not (
+            self._had(doc_id)
+            or self._offered(doc_id)
+            or self._visible(doc_id)
+            or self._created(doc_id)
+        ):
+            return
+        self.db.execute(
+            "INSERT INTO device_docs (device, doc, heads) VALUES (?, ?, ?) "
+            "ON CONFLICT (device, doc) DO UPDATE SET heads = excluded.heads",
+            [peer, doc_id, heads_key(heads)],
+        )
+        self.db.execute("DELETE FROM offers WHERE device = ? AND doc = ?", [peer, doc_id])
+
+    def forget_peer(self, peer: str, doc_id: str) -> None:
+        self.db.execute("DELETE FROM device_docs WHERE device = ? AND doc = ?", [peer, doc_id])
+        self.db.execute("DELETE FROM offers WHERE device = ? AND doc = ?", [peer, doc_id])
+
+    def offered(self, doc_ids: Iterable[str]) -> None:
+        """Remember the new charts sent in this answer, until the device acknowledges them."""
+        self.db.conn.executemany(
+            "INSERT OR IGNORE INTO offers (device, doc) VALUES (?, ?)",
+            [(self.device, doc_id) for doc_id in doc_ids],
+        )
+
+    # -- what goes down -------------------------------------------------------------------------
+
+    def outgoing(self, peer: str) -> Iterable[str]:
+        return [] if self.receive_only else self._ids(_OUTGOING)
+
+    def missing(self, peer: str) -> Iterable[str]:
+        return [] if self.receive_only else self._ids(_MISSING)
+
+    def leaving(self, peer: str) -> Iterable[DocNotice]:
+        if self.receive_only:
+            return []
+        return [DocNotice(doc, REASSIGNED, REASSIGNED_DETAIL) for doc in self._ids(_LEAVING)]
+
+    # -- what comes up --------------------------------------------------------------------------
+
+    def may_write(self, peer: str, doc_id: str, kind: str, exists: bool) -> bool:
+        """A chart the device may see, has had (so a tablet can still push edits to a chart
+        just reassigned away), or a new one it is creating."""
+        if kind not in store.KINDS:
+            return False
+        return not exists or self._had(doc_id) or self._visible(doc_id)
+
+    def quarantine(self, peer: str, doc_id: str, kind: str, payload: bytes, reason: str) -> None:
+        quarantine.hold(
+            self.db, device=peer, doc=doc_id, kind=kind, payload=payload, reason=reason, at=self.at
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _params(self, **extra: str) -> dict[str, str]:
+        return {"device": self.device, "chw": self.chw, **extra}
+
+    def _ids(self, sql: str) -> list[str]:
+        return [row[0] for row in self.db.execute(sql, self._params())]
+
+    def _visible(self, doc_id: str) -> bool:
+        row = self.db.execute(_VISIBLE_ONE, self._params(doc=doc_id)).fetchone()
+        return bool(row and row[0])
+
+    def _had(self, doc_id: str) -> bool:
+        sql = "SELECT 1 FROM device_docs WHERE device = ? AND doc = ?"
+        return self.db.execute(sql, [self.device, doc_id]).fetchone() is not None
+
+    def _offered(self, doc_id: str) -> bool:
+        sql = "SELECT 1 FROM offers WHERE device = ? AND doc = ?"
+        return self.db.execute(sql, [self.device, doc_id]).fetchone() is not None
+
+    def _created(self, doc_id: str) -> bool:
+        sql = "SELECT 1 FROM charts WHERE id = ? AND created_by_device = ?"
+        return self.db.execute(sql, [doc_id, self.device]).fetchone() is not None

@@ -1,0 +1,131 @@
+"""The hub's settings: built once from the environment at start-up, then passed in.
+
+This is the only module that reads the environment. Every setting has a default that works on
+a laptop and a line of help (``python -m sync_hub settings`` lists them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from sync_hub.errors import BadSetting
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, its environment variable and its help line."""
+
+    db: Path = field(
+        default=Path("sync_hub.db"),
+        metadata={"env": "SYNC_HUB_DB", "help": "SQLite file holding every chart and device."},
+    )
+    host: str = field(
+        default="127.0.0.1",
+        metadata={
+            "env": "SYNC_HUB_HOST",
+            "help": "Address `serve` listens on (behind the reverse proxy in production).",
+        },
+    )
+    port: int = field(
+        default=8700, metadata={"env": "SYNC_HUB_PORT", "help": "TCP port `serve` listens on."}
+    )
+    name: str = field(
+        default="regional-hub",
+        metadata={"env": "SYNC_HUB_NAME", "help": "This hub's name, told to tablets at enrolment."},
+    )
+    clock_skew_seconds: int = field(
+        default=300,
+        metadata={
+            "env": "SYNC_HUB_CLOCK_SKEW_SECONDS",
+            "help": "How far a request's signed time may be from the hub's clock.",
+        },
+    )
+    max_body_bytes: int = field(
+        default=16 * MIB,
+        metadata={
+            "env": "SYNC_HUB_MAX_BODY_BYTES",
+            "help": "Largest request body accepted, as sent (compressed).",
+        },
+    )
+    max_frame_bytes: int = field(
+        default=64 * MIB,
+        metadata={
+            "env": "SYNC_HUB_MAX_FRAME_BYTES",
+            "help": "Largest sync frame accepted once decompressed.",
+        },
+    )
+    max_snapshot_bytes: int = field(
+        default=4 * MIB,
+        metadata={
+            "env": "SYNC_HUB_MAX_SNAPSHOT_BYTES",
+            "help": "Most new-chart data one answer carries, whatever a tablet asks for.",
+        },
+    )
+    enroll_code_hours: int = field(
+        default=72,
+        metadata={
+            "env": "SYNC_HUB_ENROLL_CODE_HOURS",
+            "help": "Hours an enrolment code stays usable.",
+        },
+    )
+    busy_timeout_seconds: int = field(
+        default=30,
+        metadata={
+            "env": "SYNC_HUB_BUSY_TIMEOUT_SECONDS",
+            "help": "How long a request waits for the database before answering 503 busy.",
+        },
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``env`` (the process environment by default). Raises BadSetting."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _parse(f.metadata["env"], f.type, raw.strip())
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise BadSetting for a value the hub cannot run with."""
+        if not 1 <= self.port <= 65535:
+            raise BadSetting("SYNC_HUB_PORT: must be between 1 and 65535")
+        if self.clock_skew_seconds < 5:
+            raise BadSetting("SYNC_HUB_CLOCK_SKEW_SECONDS: must be at least 5")
+        if self.max_body_bytes < 1024:
+            raise BadSetting("SYNC_HUB_MAX_BODY_BYTES: must be at least 1024")
+        if self.max_frame_bytes < self.max_body_bytes:
+            raise BadSetting("SYNC_HUB_MAX_FRAME_BYTES: must be at least SYNC_HUB_MAX_BODY_BYTES")
+        if self.max_snapshot_bytes < 1024:
+            raise BadSetting("SYNC_HUB_MAX_SNAPSHOT_BYTES: must be at least 1024")
+        if self.enroll_code_hours < 1:
+            raise BadSetting("SYNC_HUB_ENROLL_CODE_HOURS: must be at least 1")
+        if self.busy_timeout_seconds < 1:
+            raise BadSetting("SYNC_HUB_BUSY_TIMEOUT_SECONDS: must be at least 1")
+        if not self.name:
+            raise BadSetting("SYNC_HUB_NAME: must not be empty")
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, help) for every setting."""
+        return [(f.metadata["env"], str(f.default), f.metadata["help"]) for f in fields(cls)]
+
+
+def _parse(variable: str, kind: object, raw: str) -> object:
+    if kind in ("int", int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise BadSetting(f"{variable}: expected a whole number") from None
+    if kind in ("Path", Path):
+        return Path(raw).expanduser()
+    return raw

@@ -1,0 +1,273 @@
+"""The hub's SQLite database, opened through sqlite-utils: charts, devices, catchments.
+
+Each request opens its own connection and does all its writing in one ``BEGIN IMMEDIATE``
+transaction, committed before the answer is sent: SQLite lets one writer in at a time, so two
+requests never interleave inside a transaction, and one that finds the database locked waits
+up to the busy timeout. The write-ahead log lets reads go on meanwhile; ``synchronous=FULL``
+makes a commit survive the power going off the moment after.
+
+Tables::
+
+    charts(id, kind, data, heads, village_key, household_id, created_by_device, updated_at)
+    chws(name)                       catchments(chw, kind 'village'|'household', value, label)
+    devices(id, chw, public_key, label, state, enrolled_at, state_changed_at, last_seen,
+            told_at)                 when it last heard it is revoked or retired
+    enroll_codes(code_hash, chw, created_at, expires_at, used_at, device)
+    device_docs(device, doc, heads)  what each device is known to hold of each chart
+    offers(device, doc)              new charts sent to a device and not yet acknowledged
+    nonces(device, nonce, at)        recent request nonces, pruned after the clock-skew window
+    quarantine(id, device, doc, kind, payload, digest, reason, first_at, last_at, times)
+    meta(key, value)
+
+Heads are stored as ``care_record.sync.heads_key`` (sorted hashes joined), so "the device has
+what we have" is one comparison of two blobs in SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from care_record import CareRecordError, Chart, ChartTooNew, HouseholdRecord, SystemClock
+from care_record.sync import Stored, heads_key, split_heads
+from care_record.sync.documents import load_snapshot
+from care_record.view import build_view
+from sync_hub.errors import Busy
+
+log = logging.getLogger(__name__)
+
+STORE_FORMAT = "1"
+KINDS = ("patient", "household")
+_INDEX_CLOCK = SystemClock()
+
+
+def fold(text: str) -> str:
+    """Lower-case, accent-free, single-spaced: 'Kíjiji  CHA Mlima' -> 'kijiji cha mlima'."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+class Store:
+    """Where the database is, and how to open it for one request."""
+
+    def __init__(self, path: Path, *, busy_timeout_seconds: int = 30) -> None:
+        self.path = path
+        self.busy_timeout_seconds = busy_timeout_seconds
+
+    def create(self) -> None:
+        """Create the file and its tables if missing; safe to run again."""
+        with self.connect() as db:
+            db.execute("PRAGMA journal_mode = WAL")
+            with _locked(db):
+                if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                    return
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", [STORE_FORMAT])
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite_utils.Database]:
+        """A connection of its own, closed afterwards. Statements outside ``write`` autocommit."""
+        conn = sqlite3.connect(
+            str(self.path),
+            isolation_level=None,
+            timeout=self.busy_timeout_seconds,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            yield sqlite_utils.Database(conn, execute_plugins=False)
+        finally:
+            conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction on a new connection: committed when the block ends, rolled
+        back if it raises. Raises Busy if the database stays locked past the busy timeout."""
+        with self.connect() as db, _locked(db):
+            yield db
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite_utils.Database]:
+        """A consistent read on a new connection (a deferred transaction, rolled back)."""
+        with self.connect() as db:
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("ROLLBACK")
+
+
+@contextmanager
+def _locked(db: sqlite_utils.Database) -> Iterator[None]:
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise Busy("the hub is busy; try again in a moment") from None
+        raise
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+# -- charts -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChartIndex:
+    """What the hub reads from a chart to decide who may see it."""
+
+    village_key: str | None
+    household_id: str | None
+
+
+def get_chart(db: sqlite_utils.Database, doc_id: str) -> Stored | None:
+    row = db.execute("SELECT kind, data, heads FROM charts WHERE id = ?", [doc_id]).fetchone()
+    if row is None:
+        return None
+    return Stored(doc_id, row[0], bytes(row[1]), split_heads(row[2]))
+
+
+def put_chart(
+    db: sqlite_utils.Database,
+    doc_id: str,
+    kind: str,
+    data: bytes,
+    heads: list[bytes],
+    *,
+    device: str,
+    at: str,
+) -> None:
+    """Store a chart, new or merged, with its index. ``device`` is recorded as its creator
+    only when the hub did not have it before."""
+    index = read_index(doc_id, kind, data)
+    db.execute(
+        "INSERT INTO charts (id, kind, data, heads, village_key, household_id, "
+        "created_by_device, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET data = excluded.data, heads = excluded.heads, "
+        "village_key = excluded.village_key, household_id = excluded.household_id, "
+        "updated_at = excluded.updated_at",
+        [doc_id, kind, data, heads_key(heads), index.village_key, index.household_id, device, at],
+    )
+
+
+def read_index(doc_id: str, kind: str, data: bytes) -> ChartIndex:
+    """The chart's village (folded) and household, read from its registers.
+
+    A chart the hub cannot read as its own schema (written by a newer app) is still stored and
+    passed on; its registers are read as they stand. One whose fields cannot be read at all is
+    indexed as having neither, so only the tablet that made it sees it until it is fixed.
+    """
+    try:
+        fields = _fields(kind, data)
+    except CareRecordError as exc:
+        log.warning("chart %s stored without catchment index: %s", doc_id, type(exc).__name__)
+        return ChartIndex(None, None)
+    village = fields.get("village")
+    household = doc_id if kind == "household" else fields.get("household_id")
+    return ChartIndex(
+        fold(village) if isinstance(village, str) and fold(village) else None,
+        household.strip().lower() if isinstance(household, str) and household.strip() else None,
+    )
+
+
+def _fields(kind: str, data: bytes) -> dict[str, object]:
+    loader = Chart if kind == "patient" else HouseholdRecord
+    try:
+        record = loader.load(data, author="hub", clock=_INDEX_CLOCK)
+    except ChartTooNew:
+        return dict(build_view(load_snapshot(kind, data)).fields)
+    return dict(record.view().fields)
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE charts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        data BLOB NOT NULL,
+        heads BLOB NOT NULL,
+        village_key TEXT,
+        household_id TEXT,
+        created_by_device TEXT,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX charts_village ON charts (village_key)",
+    "CREATE INDEX charts_household ON charts (household_id)",
+    "CREATE INDEX charts_creator ON charts (created_by_device)",
+    "CREATE TABLE chws (name TEXT PRIMARY KEY)",
+    """CREATE TABLE catchments (
+        chw TEXT NOT NULL REFERENCES chws (name),
+        kind TEXT NOT NULL CHECK (kind IN ('village', 'household')),
+        value TEXT NOT NULL,
+        label TEXT NOT NULL,
+        PRIMARY KEY (chw, kind, value)
+    )""",
+    "CREATE INDEX catchments_value ON catchments (kind, value)",
+    """CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        chw TEXT NOT NULL REFERENCES chws (name),
+        public_key BLOB NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL CHECK (state IN ('active', 'retiring', 'retired', 'revoked')),
+        enrolled_at TEXT NOT NULL,
+        state_changed_at TEXT NOT NULL,
+        last_seen TEXT,
+        told_at TEXT
+    )""",
+    """CREATE TABLE enroll_codes (
+        code_hash TEXT PRIMARY KEY,
+        chw TEXT NOT NULL REFERENCES chws (name),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT,
+        device TEXT
+    )""",
+    """CREATE TABLE device_docs (
+        device TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        heads BLOB NOT NULL,
+        PRIMARY KEY (device, doc)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX device_docs_doc ON device_docs (doc)",
+    """CREATE TABLE offers (
+        device TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (device, doc)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE nonces (
+        device TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (device, nonce)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX nonces_age ON nonces (device, at)",
+    """CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        digest TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        first_at TEXT NOT NULL,
+        last_at TEXT NOT NULL,
+        times INTEGER NOT NULL DEFAULT 1,
+        UNIQUE (device, doc, digest)
+    )""",
+)
