@@ -64,6 +64,12 @@ def run_sync(args: argparse.Namespace, session: Session, io: Io) -> None:
             if refusal.command == "erase":
                 _wipe(session, io, "the hub has revoked this tablet")
                 return
+            if refusal.command == "retired":
+                # The hub finished retiring this tablet, but the answer that said so was lost
+                # (a cut after the hub committed). It retired the tablet only once it held
+                # every change the tablet had sent; it will take nothing more from it.
+                _wipe(session, io, "this tablet was retired; the charts it sent are on the hub")
+                return
             raise
     say_report(report, io)
     if report.command in ("retired", "erase"):

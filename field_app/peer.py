@@ -18,13 +18,14 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from care_record import Clock
+from care_record import CareRecordError, Clock
 from care_record.sync import SyncRequest, decode_frame, encode_frame, respond, signed_message
 from care_record.sync.signing import HEADER_DEVICE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME
 from care_record.sync.wire import MalformedFrame
 from field_app.errors import FieldAppError
 from field_app.replica import StoreReplica
 from field_app.session import Session
+from field_app.store import DatabaseError
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_BAD_SIGNATURES = 5
@@ -70,7 +71,7 @@ class PeerServer:
         self.clock = clock
         self.on_sync = on_sync
         self.store_id = session.keys.store_id()
-        self.nonces: set[str] = set()
+        self.nonces: dict[str, int] = {}  # nonce -> its signed time, kept while it could recur
         self.bad = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,8 +113,10 @@ class PeerServer:
                     request,
                     server_time=self.clock.now().isoformat(),
                 )
-        except FieldAppError as exc:
+        except (FieldAppError, CareRecordError) as exc:
             return _json_error(503, "unavailable", str(exc))
+        except DatabaseError:
+            return _json_error(503, "unavailable", "this tablet's database could not be used")
         self.on_sync(
             f"synced with a peer: {len(request.updates)} charts in, {len(response.updates) + len(response.snapshots)} out"
         )
@@ -139,7 +142,9 @@ class PeerServer:
             return _json_error(401, "clock_skew", "the two tablets' clocks differ too much")
         if nonce in self.nonces:
             return _json_error(409, "replayed", "this request was already received")
-        self.nonces.add(nonce)
+        now = self.clock.now().timestamp()
+        self.nonces = {n: t for n, t in self.nonces.items() if abs(t - now) <= SKEW_SECONDS}
+        self.nonces[nonce] = stamp
         return None
 
 

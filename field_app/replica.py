@@ -6,6 +6,7 @@ Tables (in the same encrypted database as the charts)::
     sync_pending_acks(peer, doc, heads)   received from the peer, to acknowledge next time
     sync_dropped(peer, doc, reason, at)   dropped on the peer's word, to report to it
     sync_quarantine(peer, doc, kind, payload, reason, at)   what could not be applied
+    sync_exchanges(peer, exchange)        the peer's count of our syncs, as last heard
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ _TABLES = (
         " id INTEGER PRIMARY KEY, peer TEXT NOT NULL, doc TEXT NOT NULL, kind TEXT NOT NULL,"
         " payload BLOB NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL)"
     ),
+    (
+        "CREATE TABLE IF NOT EXISTS sync_exchanges ("
+        " peer TEXT PRIMARY KEY, exchange INTEGER NOT NULL)"
+    ),
 )
 
 
@@ -62,7 +67,7 @@ class StoreReplica:
         return Stored(doc_id, kind, data, split_heads(heads))
 
     def put(self, doc_id: str, kind: str, data: bytes, heads: list[bytes]) -> None:
-        self.store.put_document(kind, data)
+        self.store.put_document(kind, data, doc_id)
 
     # -- what peers have ----------------------------------------------------------------------
 
@@ -152,6 +157,25 @@ class StoreReplica:
             "UPDATE sync_dropped SET reported = 1 WHERE peer = ? AND doc = ?",
             [(peer, d) for d in doc_ids],
         )
+
+    def note_exchange(self, peer: str, number: int) -> bool:
+        """Remember the peer's count of our syncs (``SyncResponse.exchange``). True if it went
+        back: the peer lost what it stored since (restored from a backup, a new hub), so what
+        we remember it has is wrong. That memory is forgotten here; every chart then goes up
+        whole and the peer takes what it lacks, which Automerge makes safe to repeat."""
+        if number <= 0:
+            return False
+        row = self._one("SELECT exchange FROM sync_exchanges WHERE peer = ?", peer)
+        self.store.db.execute(
+            "INSERT INTO sync_exchanges (peer, exchange) VALUES (?, ?) "
+            "ON CONFLICT (peer) DO UPDATE SET exchange = excluded.exchange",
+            [peer, number],
+        )
+        if row is None or number > int(row[0]):
+            return False
+        for table in ("sync_peer_heads", "sync_pending_acks"):
+            self.store.db.execute(f"DELETE FROM {table} WHERE peer = ?", [peer])  # noqa: S608
+        return True
 
     def quarantined(self) -> list[dict[str, Any]]:
         rows = self.store.db.execute("SELECT doc, reason, at FROM sync_quarantine ORDER BY id")

@@ -26,7 +26,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlcipher3
 import sqlite_utils
 
-from care_record import CareRecordError, Chart, ChartView, Clock, HouseholdRecord
+from care_record import CareRecordError, Chart, ChartView, Clock, HouseholdRecord, NotAChart
 from care_record.sync import heads_key
 from field_app.errors import StoreCorrupt, StoreError, UnknownPatient
 
@@ -169,13 +169,16 @@ class Store:
         return self._put(chart.view(), chart.save(), chart.heads)
 
     @_damage_is_store_corrupt
-    def put_document(self, kind: str, data: bytes) -> ChartView:
+    def put_document(self, kind: str, data: bytes, doc_id: str | None = None) -> ChartView:
         """Save a document that arrived by sync (a chart or a household), with its indexes.
 
-        Raises StoreCorrupt-free CareRecordError (NotAChart, ChartTooNew) if it cannot be read.
+        Raises StoreCorrupt-free CareRecordError (NotAChart, ChartTooNew) if it cannot be read,
+        NotAChart if it is not the document ``doc_id`` (it would replace that one's row).
         """
         opener = Chart if kind == "patient" else HouseholdRecord
         document = opener.load(data, author=self.author, clock=self.clock)
+        if doc_id is not None and document.id != doc_id:
+            raise NotAChart(f"the changes sent for {doc_id} make the document {document.id}")
         return self._put(document.view(), data, document.heads)
 
     @_damage_is_store_corrupt

@@ -190,6 +190,8 @@ def sync(
             ) from None
         with store.transaction():
             outcome = absorb(replica, session, request, response)
+            # The hub went back in time (restored from a backup): send everything again.
+            went_back = replica.note_exchange(peer, response.exchange)
         _add(report, outcome.sent, outcome.received, outcome.new, outcome)
         total_new = max(total_new, report.new + outcome.remaining)
         if outcome.remaining:
@@ -197,7 +199,7 @@ def sync(
         if outcome.command:
             report.command = outcome.command
             return report
-        if not outcome.more:
+        if not (outcome.more or went_back):
             return report
     raise SyncRefused("the sync did not finish after many rounds; ask for help", "no_progress")
 

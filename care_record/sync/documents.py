@@ -67,7 +67,14 @@ class Applied:
     complete: bool  # every head the sender claimed is now here
 
 
-def apply_changes(saved: bytes, kind: str, changes: list[bytes], claimed: list[bytes]) -> Applied:
+def apply_changes(
+    saved: bytes,
+    kind: str,
+    changes: list[bytes],
+    claimed: list[bytes],
+    *,
+    doc_id: str | None = None,
+) -> Applied:
     """Add ``changes`` to the saved document; raises NotAChart if the result is not one.
 
     Changes whose dependencies are missing are left out by Automerge; ``complete`` says whether
@@ -77,11 +84,13 @@ def apply_changes(saved: bytes, kind: str, changes: list[bytes], claimed: list[b
         doc = am.Document.load(saved + b"".join(changes))
     except Exception as exc:  # noqa: BLE001 - the binding raises bare Exception for damaged chunks
         raise NotAChart(f"changes that cannot be read: {_first_line(exc)}") from None
-    check_kind(doc, kind)
+    check_kind(doc, kind, doc_id)
     return Applied(data=doc.save(), heads=doc.get_heads(), complete=has_heads(doc, claimed))
 
 
-def create_from_changes(kind: str, changes: list[bytes], claimed: list[bytes]) -> Applied:
+def create_from_changes(
+    kind: str, changes: list[bytes], claimed: list[bytes], *, doc_id: str | None = None
+) -> Applied:
     """A document the receiver never had, from its whole history."""
     if not changes:
         raise NotAChart("a new document arrived without any changes")
@@ -91,18 +100,20 @@ def create_from_changes(kind: str, changes: list[bytes], claimed: list[bytes]) -
         if "deps should already be in the document" in str(exc):
             raise MissingHistory("changes arrived without the history they build on") from None
         raise NotAChart(f"changes that cannot be read: {_first_line(exc)}") from None
-    check_kind(doc, kind)
+    check_kind(doc, kind, doc_id)
     return Applied(data=doc.save(), heads=doc.get_heads(), complete=has_heads(doc, claimed))
 
 
-def load_snapshot(kind: str, data: bytes) -> am.Document:
+def load_snapshot(kind: str, data: bytes, *, doc_id: str | None = None) -> am.Document:
     doc = load_document(data, kind=kind)
-    check_kind(doc, kind)
+    check_kind(doc, kind, doc_id)
     return doc
 
 
-def merge_snapshot(saved: bytes | None, kind: str, data: bytes) -> Applied:
-    incoming = load_snapshot(kind, data)
+def merge_snapshot(
+    saved: bytes | None, kind: str, data: bytes, *, doc_id: str | None = None
+) -> Applied:
+    incoming = load_snapshot(kind, data, doc_id=doc_id)
     if saved is None:
         return Applied(data=data, heads=incoming.get_heads(), complete=True)
     doc = load_document(saved, kind=kind)
@@ -110,9 +121,15 @@ def merge_snapshot(saved: bytes | None, kind: str, data: bytes) -> Applied:
     return Applied(data=doc.save(), heads=doc.get_heads(), complete=True)
 
 
-def check_kind(doc: am.Document, kind: str) -> None:
-    """The document must be a care document of ``kind``. Raises NotAChart."""
+def check_kind(doc: am.Document, kind: str, doc_id: str | None = None) -> None:
+    """The document must be a care document of ``kind`` (and be ``doc_id``, if given): changes
+    of another document sent under this one's name must never be stored as this one.
+    Raises NotAChart."""
     _check_root(doc, kind)
+    if doc_id is not None:
+        found = doc.get(am.ROOT, "id")
+        if found is None or isinstance(found[0], am.ObjType) or found[0][1] != doc_id:
+            raise NotAChart("the changes belong to another chart than the one they were sent for")
 
 
 def _check_root(doc: am.Document, kind: str) -> None:
@@ -124,7 +141,9 @@ def _check_root(doc: am.Document, kind: str) -> None:
         raise NotAChart(f"the document is not a {kind} chart")
 
 
-def answer_sync(saved: bytes, kind: str, messages: list[bytes]) -> tuple[Applied, list[bytes]]:
+def answer_sync(
+    saved: bytes, kind: str, messages: list[bytes], *, doc_id: str | None = None
+) -> tuple[Applied, list[bytes]]:
     """One stateless turn of Automerge's sync protocol: take the peer's messages, reply.
 
     The responder keeps no sync state between requests (a SyncState cannot be stored), so it
@@ -144,7 +163,7 @@ def answer_sync(saved: bytes, kind: str, messages: list[bytes]) -> tuple[Applied
             break
         replies.append(reply.encode())
     if doc.get_heads():
-        _check_root(doc, kind)
+        check_kind(doc, kind, doc_id)
     return Applied(data=doc.save(), heads=doc.get_heads(), complete=True), replies
 
 

@@ -46,7 +46,8 @@ class Replica(Protocol):
     def get(self, doc_id: str) -> Stored | None: ...
 
     def put(self, doc_id: str, kind: str, data: bytes, heads: list[bytes]) -> None:
-        """Store a document (new or merged); the replica rebuilds its indexes from it."""
+        """Store a document (new or merged); the replica rebuilds its indexes from it. Raises
+        CareRecordError for one it cannot keep (not the document ``doc_id``, or too new)."""
         ...
 
     def peer_heads(self, peer: str, doc_id: str) -> list[bytes] | None:
@@ -116,11 +117,13 @@ def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncR
         return False
     try:
         if stored is None:
-            applied = documents.create_from_changes(update.kind, update.changes, _heads(update))
+            applied = documents.create_from_changes(
+                update.kind, update.changes, _heads(update), doc_id=update.doc
+            )
         else:
             _same_kind(stored, update.kind)
             applied = documents.apply_changes(
-                stored.data, stored.kind, update.changes, _heads(update)
+                stored.data, stored.kind, update.changes, _heads(update), doc_id=update.doc
             )
     except MissingHistory:
         # The peer thinks we hold changes we do not (we were restored from an old backup).
@@ -131,8 +134,9 @@ def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncR
         replica.quarantine(peer, update.doc, update.kind, payload, str(exc))
         response.quarantined.append(DocNotice(update.doc, "quarantined", str(exc)))
         return False
-    if stored is None or applied.heads != stored.heads:
-        replica.put(update.doc, update.kind, applied.data, applied.heads)
+    stale = stored is not None and applied.heads == stored.heads
+    if not stale and not _put(replica, peer, update, applied, response.quarantined):
+        return False
     if not applied.complete:
         response.resync.append(update.doc)
         return False
@@ -153,14 +157,15 @@ def _take_sync(
         if stored is not None:
             _same_kind(stored, sync.kind)
         applied, replies = documents.answer_sync(
-            stored.data if stored else b"", sync.kind, sync.messages
+            stored.data if stored else b"", sync.kind, sync.messages, doc_id=sync.doc
         )
     except CareRecordError as exc:
         replica.quarantine(peer, sync.doc, sync.kind, b"".join(sync.messages), str(exc))
         response.quarantined.append(DocNotice(sync.doc, "quarantined", str(exc)))
         return
-    if applied.heads and (stored is None or applied.heads != stored.heads):
-        replica.put(sync.doc, sync.kind, applied.data, applied.heads)
+    changed = applied.heads and (stored is None or applied.heads != stored.heads)
+    if changed and not _put(replica, peer, sync, applied, response.quarantined):
+        return
     if reply:
         response.syncs.append(DocSync(sync.doc, sync.kind, replies))
 
@@ -188,17 +193,46 @@ def updates_for(
 
 
 def _add_snapshots(replica: Replica, peer: str, response: SyncResponse, budget: int) -> None:
-    used, remaining = 0, 0
-    for doc_id in replica.missing(peer):
+    used = 0
+    pending = list(replica.missing(peer))
+    for position, doc_id in enumerate(pending):
         stored = replica.get(doc_id)
         if stored is None:
             continue
         if response.snapshots and used + len(stored.data) > budget:
-            remaining += 1
-            continue
+            # The page is full: count the rest without reading them.
+            response.remaining = len(pending) - position
+            return
         used += len(stored.data)
         response.snapshots.append(DocSnapshot(doc_id, stored.kind, stored.data, stored.heads))
-    response.remaining = remaining
+    response.remaining = 0
+
+
+def _put(
+    replica: Replica,
+    peer: str,
+    sent: DocUpdate | DocSnapshot | DocSync,
+    applied: documents.Applied,
+    notices: list[DocNotice],
+) -> bool:
+    """Store what arrived. What the replica cannot keep (changes that make another document
+    than the one named, which would overwrite that one; a chart too new to read) is set aside
+    and reported, and the rest of the exchange goes on."""
+    try:
+        replica.put(sent.doc, sent.kind, applied.data, applied.heads)
+    except CareRecordError as exc:
+        replica.quarantine(peer, sent.doc, sent.kind, _payload(sent), str(exc))
+        notices.append(DocNotice(sent.doc, "quarantined", str(exc)))
+        return False
+    return True
+
+
+def _payload(sent: DocUpdate | DocSnapshot | DocSync) -> bytes:
+    if isinstance(sent, DocUpdate):
+        return b"".join(sent.changes)
+    if isinstance(sent, DocSnapshot):
+        return sent.data
+    return b"".join(sent.messages)
 
 
 def _heads(update: DocUpdate) -> list[bytes]:
@@ -267,7 +301,12 @@ def build_request(
     replica: TabletReplica, session: Session, *, max_snapshot_bytes: int
 ) -> SyncRequest:
     """Everything the peer lacks from us, our pending acks, and any resync messages."""
-    updates = list(updates_for(replica, session.peer, None, set(session.states)))
+    wrong = SyncResponse()  # collects documents whose remembered peer heads are not here
+    updates = list(updates_for(replica, session.peer, wrong, set(session.states)))
+    for doc_id in wrong.resync:
+        # Our memory of the peer is wrong: sending nothing would keep our changes from it for
+        # good. Automerge's sync protocol finds out what each side lacks.
+        _start_resync(replica, session, doc_id)
     syncs = []
     for doc_id, state in list(session.states.items()):
         stored = replica.get(doc_id)
@@ -312,7 +351,8 @@ def absorb(
     for doc_id in response.resync:
         _start_resync(replica, session, doc_id)
     outcome.resync = len(session.states)
-    outcome.quarantined = list(response.quarantined)
+    # What the peer set aside, then what this side did (its own notices are already in).
+    outcome.quarantined = [*response.quarantined, *outcome.quarantined]
     for notice in response.dropped:
         # No resync for a chart that is leaving: its changes go up whole next time, then it goes.
         session.states.pop(notice.doc, None)
@@ -327,10 +367,12 @@ def _absorb_update(
     stored = replica.get(update.doc)
     try:
         if stored is None:
-            applied = documents.create_from_changes(update.kind, update.changes, _heads(update))
+            applied = documents.create_from_changes(
+                update.kind, update.changes, _heads(update), doc_id=update.doc
+            )
         else:
             applied = documents.apply_changes(
-                stored.data, stored.kind, update.changes, _heads(update)
+                stored.data, stored.kind, update.changes, _heads(update), doc_id=update.doc
             )
     except CareRecordError as exc:
         replica.quarantine(
@@ -338,7 +380,8 @@ def _absorb_update(
         )
         outcome.quarantined.append(DocNotice(update.doc, "quarantined", str(exc)))
         return
-    replica.put(update.doc, update.kind, applied.data, applied.heads)
+    if not _put(replica, session.peer, update, applied, outcome.quarantined):
+        return
     outcome.received += 1
     outcome.new += stored is None
     if not applied.complete:
@@ -355,13 +398,14 @@ def _absorb_snapshot(
     stored = replica.get(snapshot.doc)
     try:
         applied = documents.merge_snapshot(
-            stored.data if stored else None, snapshot.kind, snapshot.data
+            stored.data if stored else None, snapshot.kind, snapshot.data, doc_id=snapshot.doc
         )
     except CareRecordError as exc:
         replica.quarantine(peer, snapshot.doc, snapshot.kind, snapshot.data, str(exc))
         outcome.quarantined.append(DocNotice(snapshot.doc, "quarantined", str(exc)))
         return
-    replica.put(snapshot.doc, snapshot.kind, applied.data, applied.heads)
+    if not _put(replica, peer, snapshot, applied, outcome.quarantined):
+        return
     replica.set_peer_heads(peer, snapshot.doc, snapshot.heads)
     replica.add_pending_ack(peer, snapshot.doc, applied.heads)
     outcome.received += 1
@@ -388,7 +432,10 @@ def _absorb_sync(
         outcome.quarantined.append(DocNotice(sync.doc, "quarantined", f"sync failed: {exc}"[:200]))
         return
     if doc.get_heads() != before:
-        replica.put(sync.doc, sync.kind, doc.save(), doc.get_heads())
+        applied = documents.Applied(doc.save(), doc.get_heads(), complete=True)
+        if not _put(replica, session.peer, sync, applied, outcome.quarantined):
+            session.states.pop(sync.doc, None)
+            return
         outcome.received += 1
 
 
@@ -408,6 +455,8 @@ def _start_resync(
 def _absorb_drop(replica: TabletReplica, peer: str, notice: DocNotice, outcome: Absorbed) -> None:
     stored = replica.get(notice.doc)
     if stored is None:
+        # Already gone here (dropped before, answer lost): report it, or the notice never ends.
+        replica.drop(peer, notice.doc, notice.detail)
         outcome.dropped.append(notice)
         return
     known = replica.peer_heads(peer, notice.doc) or []

@@ -45,7 +45,9 @@ class MemoryReplica:
         return sorted(d for d in self.docs if self.visible(peer, d) and (peer, d) not in self.known)
 
     def may_write(self, peer: str, doc_id: str, kind: str, exists: bool) -> bool:
-        return self.visible(peer, doc_id)
+        # A chart just reassigned away may still take the edits its old device holds: the
+        # device pushes them, then drops the chart (see ``leaving``).
+        return self.visible(peer, doc_id) or (peer, doc_id) in self.known
 
     def quarantine(self, peer: str, doc_id: str, kind: str, payload: bytes, reason: str) -> None:
         self.quarantined.append((peer, doc_id, reason))

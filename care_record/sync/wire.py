@@ -104,6 +104,10 @@ class SyncResponse(Struct):
     remaining: int = 0  # new documents still to send after this response (initial sync)
     command: str | None = None  # "erase": crypto-erase now; "retired": stop syncing
     server_time: str = ""
+    # How many syncs of this device the responder has committed, this one included (0: not
+    # counted). A number not above the last one the device heard means the responder went back
+    # in time (restored from a backup, a new hub): the device's memory of it is wrong.
+    exchange: int = 0
 
 
 class ErrorBody(Struct):
@@ -136,6 +140,11 @@ def encode_frame(message: SyncRequest | SyncResponse, *, codec: int = LZMA) -> b
 def decode_frame(frame: bytes, kind: type[M], *, limit: int = MAX_FRAME_BYTES) -> M:
     """Decode one frame, or raise MalformedFrame saying what is wrong with it."""
     if len(frame) < len(MAGIC) + 1 or not frame.startswith(MAGIC):
+        if frame[:3] == MAGIC[:3]:
+            raise MalformedFrame(
+                f"sync protocol version {frame[3:4].decode('ascii', 'replace')} is not supported "
+                f"(this side speaks {PROTOCOL}): update the app"
+            )
         raise MalformedFrame("not a sync frame (wrong start): update the app or check the address")
     codec, body = frame[len(MAGIC)], frame[len(MAGIC) + 1 :]
     if codec == ZLIB:
