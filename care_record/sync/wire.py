@@ -140,9 +140,10 @@ def encode_frame(message: SyncRequest | SyncResponse, *, codec: int = LZMA) -> b
 def decode_frame(frame: bytes, kind: type[M], *, limit: int = MAX_FRAME_BYTES) -> M:
     """Decode one frame, or raise MalformedFrame saying what is wrong with it."""
     if len(frame) < len(MAGIC) + 1 or not frame.startswith(MAGIC):
-        if frame[:3] == MAGIC[:3]:
+        version = frame[3:4]
+        if len(frame) > len(MAGIC) and frame[:3] == MAGIC[:3] and version.isdigit():
             raise MalformedFrame(
-                f"sync protocol version {frame[3:4].decode('ascii', 'replace')} is not supported "
+                f"sync protocol version {version.decode()} is not supported "
                 f"(this side speaks {PROTOCOL}): update the app"
             )
         raise MalformedFrame("not a sync frame (wrong start): update the app or check the address")

@@ -422,3 +422,8 @@ def test_unknown_fields_are_ignored_so_a_newer_peer_can_add_some() -> None:
     response_body = {"protocol": 1, "remaining": 3, "next_page": "abc", "applied": [0]}
     response = decode_frame(raw_frame(response_body), SyncResponse)
     assert (response.remaining, response.applied) == (3, [0])
+
+
+def test_a_frame_of_another_protocol_version_says_so() -> None:
+    with pytest.raises(MalformedFrame, match="version 2 is not supported"):
+        decode_frame(b"RCS2\x00anything", SyncRequest)
