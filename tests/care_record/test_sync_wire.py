@@ -224,7 +224,7 @@ def test_a_small_message_in_a_compressed_frame_is_still_read(codec: int) -> None
         b"R",
         b"RCS",
         b"RCS1",
-        b"RCS2\x00\x80",
+        b"RCSx\x00\x80",
         b"rcs1\x00\x80",
         b"\x00RCS1\x00\x80",
         b'{"protocol": 1}',
