@@ -19,6 +19,7 @@ from benchmarks.report import Progress, Report
 # benchmark's dependencies never stop another from running.
 BENCHMARKS: dict[str, str] = {
     "store": "benchmarks.store",
+    "sync": "benchmarks.sync",
 }
 
 

@@ -67,6 +67,7 @@ class LinkEmulator:
         asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
 
     @property
     def url(self) -> str:
@@ -79,6 +80,16 @@ class LinkEmulator:
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        # Connections still open end here: those whose client has gone finish on their own in
+        # a moment; the rest (a client keeping its connection alive) are cancelled. Left
+        # pending, they were destroyed with the loop, noisily.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            _done, pending = await asyncio.wait(others, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -91,14 +102,18 @@ class LinkEmulator:
         budget = _Budget(self.link.cut_after())
         up = asyncio.create_task(self._pipe(client_r, server_w, budget, upward=True))
         down = asyncio.create_task(self._pipe(server_r, client_w, budget, upward=False))
-        await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
-        if budget.cut:
-            self.link.stats.cuts += 1
-            client_w.transport.abort()
-            server_w.transport.abort()
-        await asyncio.gather(up, down, return_exceptions=True)
-        for writer in (client_w, server_w):
-            writer.close()
+        try:
+            await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
+            if budget.cut:
+                self.link.stats.cuts += 1
+                client_w.transport.abort()
+                server_w.transport.abort()
+            await asyncio.gather(up, down, return_exceptions=True)
+        except asyncio.CancelledError:
+            return  # the emulator is closing while this connection is open: end quietly
+        finally:
+            for writer in (client_w, server_w):
+                writer.close()
 
     async def _pipe(
         self,

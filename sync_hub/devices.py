@@ -261,6 +261,17 @@ def seen(db: sqlite_utils.Database, device_id: str, now: datetime, *, told: bool
         db.execute("UPDATE devices SET told_at = ? WHERE id = ?", [stamp(now), device_id])
 
 
+def count_exchange(db: sqlite_utils.Database, device_id: str) -> int:
+    """Count one more committed sync of the device; returns the count (it goes in the answer,
+    so that a tablet can tell when this database went back in time, see SyncResponse)."""
+    row = db.execute(
+        "INSERT INTO exchanges (device, count) VALUES (?, 1) ON CONFLICT (device) "
+        "DO UPDATE SET count = count + 1 RETURNING count",
+        [device_id],
+    ).fetchone()
+    return int(row[0])
+
+
 def set_state(db: sqlite_utils.Database, device_id: str, state: str, now: datetime) -> Device:
     """Move a device to ``state``. Raises UnknownDevice, or Refused for a move that makes no
     sense (a revoked tablet cannot retire; a retired one needs no revoking to stop)."""

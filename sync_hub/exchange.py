@@ -19,6 +19,7 @@ from care_record.sync import (
     MalformedFrame,
     SyncRequest,
     SyncResponse,
+    columns,
     decode_frame,
     encode_frame,
     respond,
@@ -88,11 +89,16 @@ def sync(hub: Hub, call: SyncCall) -> bytes:
         )
         response = respond(replica, device.id, request, server_time=stamp(now))
         replica.offered(s.doc for s in response.snapshots)
+        response.exchange = devices.count_exchange(db, device.id)
         if device.state == RETIRING and _nothing_in_flight(request, response):
             response.command = RETIRED_COMMAND
             devices.set_state(db, device.id, RETIRED, now)
             devices.seen(db, device.id, now, told=True)
     _log(device, request, response)
+    # New charts go down with their columns uncompressed, outside the write transaction: the
+    # frame's compressor then sees the whole page at once (see care_record/sync/columns.py).
+    for snapshot in response.snapshots:
+        snapshot.data = columns.uncompressed(snapshot.data)
     return encode_frame(response)
 
 

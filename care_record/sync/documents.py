@@ -115,7 +115,9 @@ def merge_snapshot(
 ) -> Applied:
     incoming = load_snapshot(kind, data, doc_id=doc_id)
     if saved is None:
-        return Applied(data=data, heads=incoming.get_heads(), complete=True)
+        # Kept as this side's save() writes it: a sender may leave the columns uncompressed
+        # for the frame's compressor (care_record/sync/columns.py), which is no way to store.
+        return Applied(data=incoming.save(), heads=incoming.get_heads(), complete=True)
     doc = load_document(saved, kind=kind)
     doc.merge(incoming)
     return Applied(data=doc.save(), heads=doc.get_heads(), complete=True)
