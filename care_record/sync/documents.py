@@ -3,7 +3,6 @@ answering Automerge's own sync protocol without keeping state between requests."
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import automerge.core as am
@@ -33,26 +32,6 @@ def has_heads(doc: am.Document, heads: list[bytes]) -> bool:
     # A document holds the root "kind" in its first change, so reading it at heads it does not
     # hold gives nothing; at heads it holds, it gives the kind. No copy of the document is made.
     return doc.get(am.ROOT, "kind", heads) is not None
-
-
-def change_hash(raw_change: bytes) -> bytes:
-    """The hash of an uncompressed change chunk: SHA-256 of everything after its 8-byte
-    header (magic and checksum), as Automerge defines it."""
-    return hashlib.sha256(raw_change[8:]).digest()
-
-
-def implied_heads(changes: list[bytes], heads: list[bytes]) -> list[bytes]:
-    """The sender's heads: as sent, or (sent empty) the hash of the last change."""
-    if heads or not changes:
-        return heads
-    return [change_hash(changes[-1])]
-
-
-def compact_heads(changes: list[bytes], heads: list[bytes]) -> list[bytes]:
-    """What to send for ``heads``: nothing when the receiver can compute them."""
-    if changes and heads == [change_hash(changes[-1])]:
-        return []
-    return heads
 
 
 def changes_since(doc: am.Document, heads: list[bytes]) -> list[bytes]:

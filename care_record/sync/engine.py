@@ -20,7 +20,7 @@ from typing import Protocol
 import automerge.core as am
 
 from care_record.errors import CareRecordError, MissingHistory, NotAChart
-from care_record.sync import documents
+from care_record.sync import documents, packing
 from care_record.sync.wire import (
     DocHeads,
     DocNotice,
@@ -102,7 +102,7 @@ def respond(replica: Replica, peer: str, request: SyncRequest, *, server_time: s
         # A chart that left this peer may still take its changes, but must not send it ours.
         _take_sync(replica, peer, sync, response, reply=sync.doc not in leaving)
     skip = set(response.resync) | {s.doc for s in request.syncs} | {d.doc for d in response.dropped}
-    response.updates = list(updates_for(replica, peer, response, skip))
+    response.updates = [update for update, _heads in updates_for(replica, peer, response, skip)]
     _add_snapshots(replica, peer, response, request.max_snapshot_bytes)
     return response
 
@@ -116,14 +116,13 @@ def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncR
         )
         return False
     try:
+        changes, heads = _expand(update, stored)
         if stored is None:
-            applied = documents.create_from_changes(
-                update.kind, update.changes, _heads(update), doc_id=update.doc
-            )
+            applied = documents.create_from_changes(update.kind, changes, heads, doc_id=update.doc)
         else:
             _same_kind(stored, update.kind)
             applied = documents.apply_changes(
-                stored.data, stored.kind, update.changes, _heads(update), doc_id=update.doc
+                stored.data, stored.kind, changes, heads, doc_id=update.doc
             )
     except MissingHistory:
         # The peer thinks we hold changes we do not (we were restored from an old backup).
@@ -140,7 +139,7 @@ def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncR
     if not applied.complete:
         response.resync.append(update.doc)
         return False
-    replica.set_peer_heads(peer, update.doc, _heads(update))
+    replica.set_peer_heads(peer, update.doc, heads)
     return True
 
 
@@ -172,9 +171,9 @@ def _take_sync(
 
 def updates_for(
     replica: Replica, peer: str, response: SyncResponse | None, skip: set[str]
-) -> Iterable[DocUpdate]:
-    """Changes ``peer`` lacks in documents it has had. Where what we remember of the peer is not
-    in our copy, ask for a resync instead (added to ``response.resync``)."""
+) -> Iterable[tuple[DocUpdate, list[bytes]]]:
+    """Changes ``peer`` lacks in documents it has had, each with our full heads. Where what we
+    remember of the peer is not in our copy, ask for a resync instead (``response.resync``)."""
     for doc_id in replica.outgoing(peer):
         if doc_id in skip:
             continue
@@ -187,9 +186,9 @@ def updates_for(
             if response is not None:
                 response.resync.append(doc_id)
             continue
-        changes = documents.changes_since(doc, known)
-        heads = documents.compact_heads(changes, doc.get_heads())
-        yield DocUpdate(doc_id, stored.kind, changes, heads)
+        heads = doc.get_heads()
+        changes, sent_heads = packing.pack(documents.changes_since(doc, known), heads)
+        yield DocUpdate(doc_id, stored.kind, changes, sent_heads), heads
 
 
 def _add_snapshots(replica: Replica, peer: str, response: SyncResponse, budget: int) -> None:
@@ -235,8 +234,15 @@ def _payload(sent: DocUpdate | DocSnapshot | DocSync) -> bytes:
     return b"".join(sent.messages)
 
 
-def _heads(update: DocUpdate) -> list[bytes]:
-    return documents.implied_heads(update.changes, update.heads)
+def _expand(update: DocUpdate, stored: Stored | None) -> tuple[list[bytes], list[bytes]]:
+    """The update's full change chunks and heads (see packing.py). Raises MissingHistory."""
+
+    def everything() -> list[bytes]:
+        if stored is None:
+            return []
+        return [change.hash for change in am.Document.load(stored.data).get_changes([])]
+
+    return packing.unpack(update.changes, update.heads, stored.heads if stored else [], everything)
 
 
 def _same_kind(stored: Stored, kind: str) -> None:
@@ -272,6 +278,7 @@ class Session:
     peer: str
     states: dict[str, am.SyncState] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    sent_heads: dict[str, list[bytes]] = field(default_factory=dict)  # our heads, per update sent
 
 
 @dataclass
@@ -302,7 +309,10 @@ def build_request(
 ) -> SyncRequest:
     """Everything the peer lacks from us, our pending acks, and any resync messages."""
     wrong = SyncResponse()  # collects documents whose remembered peer heads are not here
-    updates = list(updates_for(replica, session.peer, wrong, set(session.states)))
+    updates = []
+    for update, heads in updates_for(replica, session.peer, wrong, set(session.states)):
+        updates.append(update)
+        session.sent_heads[update.doc] = heads
     for doc_id in wrong.resync:
         # Our memory of the peer is wrong: sending nothing would keep our changes from it for
         # good. Automerge's sync protocol finds out what each side lacks.
@@ -340,7 +350,10 @@ def absorb(
     for index in response.applied:
         if 0 <= index < len(request.updates):
             sent = request.updates[index]
-            replica.set_peer_heads(peer, sent.doc, _heads(sent))
+            heads = session.sent_heads.get(sent.doc)
+            if heads is None:  # a request this session did not build: read them back
+                heads = _expand(sent, replica.get(sent.doc))[1]
+            replica.set_peer_heads(peer, sent.doc, heads)
             outcome.acked += 1
     for update in response.updates:
         _absorb_update(replica, session, update, outcome)
@@ -366,14 +379,16 @@ def _absorb_update(
 ) -> None:
     stored = replica.get(update.doc)
     try:
+        changes, heads = _expand(update, stored)
         if stored is None:
-            applied = documents.create_from_changes(
-                update.kind, update.changes, _heads(update), doc_id=update.doc
-            )
+            applied = documents.create_from_changes(update.kind, changes, heads, doc_id=update.doc)
         else:
             applied = documents.apply_changes(
-                stored.data, stored.kind, update.changes, _heads(update), doc_id=update.doc
+                stored.data, stored.kind, changes, heads, doc_id=update.doc
             )
+    except MissingHistory:
+        _start_resync(replica, session, update.doc, update.kind)
+        return
     except CareRecordError as exc:
         replica.quarantine(
             session.peer, update.doc, update.kind, b"".join(update.changes), str(exc)
@@ -387,9 +402,9 @@ def _absorb_update(
     if not applied.complete:
         _start_resync(replica, session, update.doc, update.kind)
         return
-    replica.set_peer_heads(session.peer, update.doc, _heads(update))
+    replica.set_peer_heads(session.peer, update.doc, heads)
     replica.add_pending_ack(session.peer, update.doc, applied.heads)
-    outcome.behind += sorted(applied.heads) != sorted(_heads(update))
+    outcome.behind += sorted(applied.heads) != sorted(heads)
 
 
 def _absorb_snapshot(
