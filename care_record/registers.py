@@ -56,6 +56,21 @@ def read_all(doc: am.Document, heads: list[bytes] | None = None) -> dict[str, li
     return dict(registers)
 
 
+def read_paths(doc: am.Document, paths: set[str]) -> dict[str, list[Entry]]:
+    """Only the registers named in ``paths`` (cheaper than read_all when a few are needed)."""
+    obj = fields_object(doc)
+    registers: dict[str, list[Entry]] = defaultdict(list)
+    for key in doc.keys(obj):
+        path, _, write_id = key.rpartition(_SEPARATOR)
+        if path in paths:
+            entry = _read_entry(doc, obj, key, write_id, None)
+            if entry is not None:
+                registers[path].append(entry)
+    for entries in registers.values():
+        entries.sort(key=lambda e: (e.at, e.write_id), reverse=True)
+    return dict(registers)
+
+
 def _read_entry(
     doc: am.Document, obj: bytes, key: str, write_id: str, heads: list[bytes] | None
 ) -> Entry | None:

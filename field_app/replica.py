@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import automerge.core as am
+
 from care_record.sync import DocHeads, DocNotice, Stored, heads_key, split_heads
 from field_app.store import Store
 
@@ -66,7 +68,14 @@ class StoreReplica:
         kind, data, heads = found
         return Stored(doc_id, kind, data, split_heads(heads))
 
-    def put(self, doc_id: str, kind: str, data: bytes, heads: list[bytes]) -> None:
+    def put(
+        self,
+        doc_id: str,
+        kind: str,
+        data: bytes,
+        heads: list[bytes],
+        document: am.Document | None = None,
+    ) -> None:
         self.store.put_document(kind, data, doc_id)
 
     # -- what peers have ----------------------------------------------------------------------

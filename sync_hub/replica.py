@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import automerge.core as am
 import sqlite_utils
 
 from care_record.sync import DocNotice, Stored, heads_key, split_heads
@@ -64,8 +65,17 @@ class HubReplica:
     def get(self, doc_id: str) -> Stored | None:
         return store.get_chart(self.db, doc_id)
 
-    def put(self, doc_id: str, kind: str, data: bytes, heads: list[bytes]) -> None:
-        store.put_chart(self.db, doc_id, kind, data, heads, device=self.device, at=self.at)
+    def put(
+        self,
+        doc_id: str,
+        kind: str,
+        data: bytes,
+        heads: list[bytes],
+        document: am.Document | None = None,
+    ) -> None:
+        store.put_chart(
+            self.db, doc_id, kind, data, heads, device=self.device, at=self.at, document=document
+        )
 
     # -- what the device has ----------------------------------------------------------------------
 

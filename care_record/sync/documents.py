@@ -44,6 +44,7 @@ class Applied:
     data: bytes
     heads: list[bytes]
     complete: bool  # every head the sender claimed is now here
+    document: am.Document | None = None  # the loaded result, so a replica need not load it again
 
 
 def apply_changes(
@@ -64,7 +65,7 @@ def apply_changes(
     except Exception as exc:  # noqa: BLE001 - the binding raises bare Exception for damaged chunks
         raise NotAChart(f"changes that cannot be read: {_first_line(exc)}") from None
     check_kind(doc, kind, doc_id)
-    return Applied(data=doc.save(), heads=doc.get_heads(), complete=has_heads(doc, claimed))
+    return Applied(doc.save(), doc.get_heads(), has_heads(doc, claimed), doc)
 
 
 def create_from_changes(
@@ -80,7 +81,7 @@ def create_from_changes(
             raise MissingHistory("changes arrived without the history they build on") from None
         raise NotAChart(f"changes that cannot be read: {_first_line(exc)}") from None
     check_kind(doc, kind, doc_id)
-    return Applied(data=doc.save(), heads=doc.get_heads(), complete=has_heads(doc, claimed))
+    return Applied(doc.save(), doc.get_heads(), has_heads(doc, claimed), doc)
 
 
 def load_snapshot(kind: str, data: bytes, *, doc_id: str | None = None) -> am.Document:
@@ -99,7 +100,7 @@ def merge_snapshot(
         return Applied(data=incoming.save(), heads=incoming.get_heads(), complete=True)
     doc = load_document(saved, kind=kind)
     doc.merge(incoming)
-    return Applied(data=doc.save(), heads=doc.get_heads(), complete=True)
+    return Applied(doc.save(), doc.get_heads(), True, doc)
 
 
 def check_kind(doc: am.Document, kind: str, doc_id: str | None = None) -> None:
@@ -145,7 +146,7 @@ def answer_sync(
         replies.append(reply.encode())
     if doc.get_heads():
         check_kind(doc, kind, doc_id)
-    return Applied(data=doc.save(), heads=doc.get_heads(), complete=True), replies
+    return Applied(doc.save(), doc.get_heads(), True, doc), replies
 
 
 def _first_line(exc: BaseException) -> str:

@@ -45,9 +45,17 @@ class Replica(Protocol):
 
     def get(self, doc_id: str) -> Stored | None: ...
 
-    def put(self, doc_id: str, kind: str, data: bytes, heads: list[bytes]) -> None:
-        """Store a document (new or merged); the replica rebuilds its indexes from it. Raises
-        CareRecordError for one it cannot keep (not the document ``doc_id``, or too new)."""
+    def put(
+        self,
+        doc_id: str,
+        kind: str,
+        data: bytes,
+        heads: list[bytes],
+        document: am.Document | None = None,
+    ) -> None:
+        """Store a document (new or merged); the replica rebuilds its indexes from it (from
+        ``document``, the same one already loaded, when given). Raises CareRecordError for one
+        it cannot keep (not the document ``doc_id``, or too new)."""
         ...
 
     def peer_heads(self, peer: str, doc_id: str) -> list[bytes] | None:
@@ -91,8 +99,9 @@ def respond(replica: Replica, peer: str, request: SyncRequest, *, server_time: s
     for ack in request.acks:
         if replica.get(ack.doc) is not None:
             replica.set_peer_heads(peer, ack.doc, ack.heads)
+    loaded: dict[str, am.Document] = {}  # documents this request already loaded, as stored
     for index, update in enumerate(request.updates):
-        if _take_update(replica, peer, update, response):
+        if _take_update(replica, peer, update, response, loaded):
             response.applied.append(index)
     for doc_id in request.dropped:
         replica.forget_peer(peer, doc_id)
@@ -102,12 +111,18 @@ def respond(replica: Replica, peer: str, request: SyncRequest, *, server_time: s
         # A chart that left this peer may still take its changes, but must not send it ours.
         _take_sync(replica, peer, sync, response, reply=sync.doc not in leaving)
     skip = set(response.resync) | {s.doc for s in request.syncs} | {d.doc for d in response.dropped}
-    response.updates = [update for update, _heads in updates_for(replica, peer, response, skip)]
+    response.updates = [u for u, _heads in updates_for(replica, peer, response, skip, loaded)]
     _add_snapshots(replica, peer, response, request.max_snapshot_bytes)
     return response
 
 
-def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncResponse) -> bool:
+def _take_update(
+    replica: Replica,
+    peer: str,
+    update: DocUpdate,
+    response: SyncResponse,
+    loaded: dict[str, am.Document] | None = None,
+) -> bool:
     """Apply one update; True when the document now holds everything the sender has."""
     stored = replica.get(update.doc)
     if not replica.may_write(peer, update.doc, update.kind, stored is not None):
@@ -116,7 +131,7 @@ def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncR
         )
         return False
     try:
-        changes, heads = _expand(update, stored)
+        changes, heads = _expand(update, stored, replica.peer_heads(peer, update.doc))
         if stored is None:
             applied = documents.create_from_changes(update.kind, changes, heads, doc_id=update.doc)
         else:
@@ -136,6 +151,8 @@ def _take_update(replica: Replica, peer: str, update: DocUpdate, response: SyncR
     stale = stored is not None and applied.heads == stored.heads
     if not stale and not _put(replica, peer, update, applied, response.quarantined):
         return False
+    if loaded is not None and applied.document is not None:
+        loaded[update.doc] = applied.document
     if not applied.complete:
         response.resync.append(update.doc)
         return False
@@ -170,7 +187,11 @@ def _take_sync(
 
 
 def updates_for(
-    replica: Replica, peer: str, response: SyncResponse | None, skip: set[str]
+    replica: Replica,
+    peer: str,
+    response: SyncResponse | None,
+    skip: set[str],
+    loaded: dict[str, am.Document] | None = None,
 ) -> Iterable[tuple[DocUpdate, list[bytes]]]:
     """Changes ``peer`` lacks in documents it has had, each with our full heads. Where what we
     remember of the peer is not in our copy, ask for a resync instead (``response.resync``)."""
@@ -181,7 +202,7 @@ def updates_for(
         known = replica.peer_heads(peer, doc_id) or []
         if stored is None:
             continue
-        doc = am.Document.load(stored.data)
+        doc = (loaded or {}).get(doc_id) or am.Document.load(stored.data)
         if not documents.has_heads(doc, known):
             if response is not None:
                 response.resync.append(doc_id)
@@ -218,7 +239,7 @@ def _put(
     than the one named, which would overwrite that one; a chart too new to read) is set aside
     and reported, and the rest of the exchange goes on."""
     try:
-        replica.put(sent.doc, sent.kind, applied.data, applied.heads)
+        replica.put(sent.doc, sent.kind, applied.data, applied.heads, applied.document)
     except CareRecordError as exc:
         replica.quarantine(peer, sent.doc, sent.kind, _payload(sent), str(exc))
         notices.append(DocNotice(sent.doc, "quarantined", str(exc)))
@@ -234,15 +255,22 @@ def _payload(sent: DocUpdate | DocSnapshot | DocSync) -> bytes:
     return b"".join(sent.messages)
 
 
-def _expand(update: DocUpdate, stored: Stored | None) -> tuple[list[bytes], list[bytes]]:
-    """The update's full change chunks and heads (see packing.py). Raises MissingHistory."""
+def _expand(
+    update: DocUpdate, stored: Stored | None, also_known: list[bytes] | None = None
+) -> tuple[list[bytes], list[bytes]]:
+    """The update's full change chunks and heads (see packing.py). Raises MissingHistory.
+
+    The sender built on what it thought we hold: usually our heads, or (when others changed the
+    chart meanwhile) the heads we last knew it had, ``also_known``. Only if neither names a
+    dependency is every change of our copy listed."""
 
     def everything() -> list[bytes]:
         if stored is None:
             return []
         return [change.hash for change in am.Document.load(stored.data).get_changes([])]
 
-    return packing.unpack(update.changes, update.heads, stored.heads if stored else [], everything)
+    known = [*(stored.heads if stored else []), *(also_known or [])]
+    return packing.unpack(update.changes, update.heads, known, everything)
 
 
 def _same_kind(stored: Stored, kind: str) -> None:
@@ -379,7 +407,7 @@ def _absorb_update(
 ) -> None:
     stored = replica.get(update.doc)
     try:
-        changes, heads = _expand(update, stored)
+        changes, heads = _expand(update, stored, replica.peer_heads(session.peer, update.doc))
         if stored is None:
             applied = documents.create_from_changes(update.kind, changes, heads, doc_id=update.doc)
         else:
@@ -447,7 +475,7 @@ def _absorb_sync(
         outcome.quarantined.append(DocNotice(sync.doc, "quarantined", f"sync failed: {exc}"[:200]))
         return
     if doc.get_heads() != before:
-        applied = documents.Applied(doc.save(), doc.get_heads(), complete=True)
+        applied = documents.Applied(doc.save(), doc.get_heads(), True, doc)
         if not _put(replica, session.peer, sync, applied, outcome.quarantined):
             session.states.pop(sync.doc, None)
             return

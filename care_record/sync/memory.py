@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import automerge.core as am
+
 from care_record.sync.documents import heads_key
 from care_record.sync.engine import Stored
 from care_record.sync.wire import DocHeads, DocNotice
@@ -23,7 +25,14 @@ class MemoryReplica:
     def get(self, doc_id: str) -> Stored | None:
         return self.docs.get(doc_id)
 
-    def put(self, doc_id: str, kind: str, data: bytes, heads: list[bytes]) -> None:
+    def put(
+        self,
+        doc_id: str,
+        kind: str,
+        data: bytes,
+        heads: list[bytes],
+        document: am.Document | None = None,
+    ) -> None:
         self.docs[doc_id] = Stored(doc_id, kind, data, sorted(heads))
 
     def peer_heads(self, peer: str, doc_id: str) -> list[bytes] | None:
