@@ -167,6 +167,11 @@ class StoreReplica:
             [(peer, d) for d in doc_ids],
         )
 
+    def heard_exchange(self, peer: str) -> int:
+        """The peer's count of our syncs as last stored here (0: never)."""
+        row = self._one("SELECT exchange FROM sync_exchanges WHERE peer = ?", peer)
+        return 0 if row is None else int(row[0])
+
     def note_exchange(self, peer: str, number: int) -> bool:
         """Remember the peer's count of our syncs (``SyncResponse.exchange``). True if it went
         back: the peer lost what it stored since (restored from a backup, a new hub), so what

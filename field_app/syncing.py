@@ -177,6 +177,8 @@ def sync(
     for _ in range(MAX_ROUNDS):
         with store.transaction():
             request = build_request(replica, session, max_snapshot_bytes=max_snapshot_bytes)
+            # Lets the hub see that this tablet went back in time (restored from a backup).
+            request.heard = replica.heard_exchange(peer)
         body = encode_frame(request)
         answer = post_frame(link, "/sync", body)
         report.round_trips += 1

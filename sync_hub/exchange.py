@@ -80,16 +80,20 @@ def sync(hub: Hub, call: SyncCall) -> bytes:
         devices.refuse_if_finished(device)
         devices.use_nonce(db, signed, now=now, skew_seconds=hub.settings.clock_skew_seconds)
         devices.seen(db, device.id, now)
+        number = devices.count_exchange(db, device.id)
         replica = HubReplica(
             db,
             device=device.id,
             chw=device.chw,
             at=stamp(now),
             receive_only=device.state == RETIRING,
+            exchange=number,
         )
+        if request.heard > 0:
+            replica.forget_since(request.heard)
         response = respond(replica, device.id, request, server_time=stamp(now))
         replica.offered(s.doc for s in response.snapshots)
-        response.exchange = devices.count_exchange(db, device.id)
+        response.exchange = number
         if device.state == RETIRING and _nothing_in_flight(request, response):
             response.command = RETIRED_COMMAND
             devices.set_state(db, device.id, RETIRED, now)

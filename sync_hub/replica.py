@@ -53,12 +53,14 @@ class HubReplica:
         chw: str,
         at: str,
         receive_only: bool = False,
+        exchange: int = 0,
     ) -> None:
         self.db = db
         self.device = device
         self.chw = chw
         self.at = at
         self.receive_only = receive_only
+        self.exchange = exchange  # this sync's number among the device's syncs
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -98,11 +100,22 @@ class HubReplica:
         ):
             return
         self.db.execute(
-            "INSERT INTO device_docs (device, doc, heads) VALUES (?, ?, ?) "
-            "ON CONFLICT (device, doc) DO UPDATE SET heads = excluded.heads",
-            [peer, doc_id, heads_key(heads)],
+            "INSERT INTO device_docs (device, doc, heads, learned) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device, doc) DO UPDATE SET heads = excluded.heads, "
+            "learned = excluded.learned",
+            [peer, doc_id, heads_key(heads), self.exchange],
         )
         self.db.execute("DELETE FROM offers WHERE device = ? AND doc = ?", [peer, doc_id])
+
+    def forget_since(self, heard: int) -> int:
+        """The device last heard of sync number ``heard``: forget what it was known to hold
+        from syncs after that one, which a device restored from a backup no longer holds.
+        Those charts become new to it and are sent whole (a lost answer makes the same happen
+        for one sync's charts, which costs bytes, never data). Returns how many."""
+        cursor = self.db.execute(
+            "DELETE FROM device_docs WHERE device = ? AND learned > ?", [self.device, heard]
+        )
+        return int(cursor.rowcount)
 
     def forget_peer(self, peer: str, doc_id: str) -> None:
         self.db.execute("DELETE FROM device_docs WHERE device = ? AND doc = ?", [peer, doc_id])

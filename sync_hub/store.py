@@ -79,8 +79,10 @@ class Store:
                 if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
                     for statement in _ADDED:
                         db.execute(statement)
+                    if "learned" not in db.table("device_docs").columns_dict:
+                        db.execute(_LEARNED_COLUMN)
                     return
-                for statement in (*_SCHEMA, *_ADDED):
+                for statement in (*_SCHEMA, *_ADDED, _LEARNED_COLUMN):
                     db.execute(statement)
                 db.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", [STORE_FORMAT])
 
@@ -311,6 +313,11 @@ _SCHEMA = (
         UNIQUE (device, doc, digest)
     )""",
 )
+
+# In which of the device's syncs (its exchange count) the hub learned what it holds of a chart:
+# when the device says it last heard an earlier count, it went back in time (restored from a
+# backup) and what was learned since is forgotten, so those charts are sent to it again.
+_LEARNED_COLUMN = "ALTER TABLE device_docs ADD COLUMN learned INTEGER NOT NULL DEFAULT 0"
 
 # Tables added since format 1, created when an older database is opened.
 _ADDED = (

@@ -89,6 +89,7 @@ class SyncRequest(Struct):
     syncs: list[DocSync] = []
     acks: list[DocHeads] = []  # documents taken from the last response, now stored here
     dropped: list[str] = []  # documents this device deleted after being told they left it
+    heard: int = 0  # the last SyncResponse.exchange this device stored (0: none yet)
     max_snapshot_bytes: int = 1024 * 1024  # how much new-document data one response may carry
 
 

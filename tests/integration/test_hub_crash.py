@@ -11,6 +11,7 @@ the hub; and the final syncs deliver every visit to every side, exactly once.
 from __future__ import annotations
 
 import random
+import shutil
 import sqlite3
 import statistics
 import threading
@@ -238,3 +239,43 @@ def _copy_database(source: Path, target: Path) -> None:
     finally:
         src.close()
         dst.close()
+
+
+def test_a_tablet_restored_from_an_old_backup_gets_its_later_work_back(
+    world: World, tmp_path: Path
+) -> None:
+    """The restored tablet remembers an older sync than the hub counted: the hub forgets what
+    it learned of the tablet since, and sends those charts again; nothing recorded after the
+    backup stays away from the tablet."""
+    one = world.tablet("amina", VILLAGE)
+    charts = [one.new_patient(VILLAGE) for _ in range(2)]
+    one.visit(charts[0])
+    one.sync()
+    one.sync()
+    one.close()
+    backup = tmp_path / "tablet-backup"
+    shutil.copytree(one.settings.data_dir, backup)
+
+    # Work after the backup, safely synced to the hub.
+    later_visit = one.visit(charts[1], systolic=150)
+    later_patient = one.new_patient(VILLAGE)
+    one.sync()
+    one.sync()
+    at_hub = world.hub.encounters()
+    assert later_visit in at_hub[charts[1]]
+    assert later_patient in at_hub
+
+    # The tablet is restored from its backup (a replaced SD card, a reinstalled app).
+    one.close()
+    shutil.rmtree(one.settings.data_dir)
+    shutil.copytree(backup, one.settings.data_dir)
+    assert later_patient not in one.chart_ids()
+
+    one.sync()
+    assert later_patient in one.chart_ids()
+    assert later_visit in one.encounters()[charts[1]]
+    world.assert_converged()
+    # And from then on a usual sync is one round trip again.
+    one.visit(charts[0], systolic=140)
+    assert one.sync().round_trips == 1
+    world.assert_converged()
