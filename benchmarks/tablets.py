@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,20 +180,41 @@ class MemoryTablet:
     def link(self, client: httpx.Client) -> Link:
         return Link(client, self.identity.hub_url, DeviceSigner(self.identity, SystemClock()))
 
-    def sync(self, client: httpx.Client) -> SyncReport:
-        return memory_sync(self.replica, self.link(client))
+    def sync(
+        self,
+        client: httpx.Client,
+        *,
+        ready: Callable[[], None] | None = None,
+        waits: list[float] | None = None,
+    ) -> SyncReport:
+        return memory_sync(self.replica, self.link(client), ready=ready, waits=waits)
 
 
 def memory_sync(
-    replica: MemoryReplica, link: Link, *, max_snapshot_bytes: int = SNAPSHOT_BYTES
+    replica: MemoryReplica,
+    link: Link,
+    *,
+    max_snapshot_bytes: int = SNAPSHOT_BYTES,
+    ready: Callable[[], None] | None = None,
+    waits: list[float] | None = None,
 ) -> SyncReport:
-    """``field_app.syncing.sync`` over a MemoryReplica: the same rounds, frames and counts."""
+    """``field_app.syncing.sync`` over a MemoryReplica: the same rounds, frames and counts.
+
+    ``ready`` is called once the first request is built, before it is sent (a crowd of tablets
+    waits there to send together); ``waits`` collects how long each answer took to come back.
+    """
     session = SyncSession("hub")
     report = SyncReport()
     for _ in range(MAX_ROUNDS):
         request = build_request(replica, session, max_snapshot_bytes=max_snapshot_bytes)
         body = encode_frame(request)
+        if ready is not None:
+            ready()
+            ready = None
+        sent_at = time.perf_counter()
         answer = post_frame(link, "/sync", body)
+        if waits is not None:
+            waits.append(time.perf_counter() - sent_at)
         report.round_trips += 1
         report.bytes_sent += len(body)
         report.bytes_received += len(answer)
