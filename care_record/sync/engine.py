@@ -307,6 +307,7 @@ class Session:
     states: dict[str, am.SyncState] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     sent_heads: dict[str, list[bytes]] = field(default_factory=dict)  # our heads, per update sent
+    turns: dict[str, int] = field(default_factory=dict)  # sync-protocol turns, per document
 
 
 @dataclass
@@ -332,6 +333,9 @@ class Absorbed:
         return self.remaining > 0 or self.resync > 0 or self.behind > 0
 
 
+MAX_SYNC_TURNS = 4
+
+
 def build_request(
     replica: TabletReplica, session: Session, *, max_snapshot_bytes: int
 ) -> SyncRequest:
@@ -349,6 +353,17 @@ def build_request(
     for doc_id, state in list(session.states.items()):
         stored = replica.get(doc_id)
         doc = am.Document.load(stored.data) if stored else am.Document()
+        session.turns[doc_id] = session.turns.get(doc_id, 0) + 1
+        if session.turns[doc_id] > MAX_SYNC_TURNS:
+            # The responder keeps no sync state between requests, so a Bloom-filter false
+            # positive in Automerge's protocol can repeat turn after turn. Send the whole
+            # history instead: the peer takes what it lacks, and answers with what we lack.
+            del session.states[doc_id]
+            if stored is not None:
+                changes, heads = packing.pack(documents.changes_since(doc, []), doc.get_heads())
+                updates.append(DocUpdate(doc_id, stored.kind, changes, heads))
+                session.sent_heads[doc_id] = doc.get_heads()
+            continue
         message = doc.generate_sync_message(state)
         if message is None:
             del session.states[doc_id]
