@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import zlib
 
+from care_record.sync.leb128 import read_uleb, write_uleb
+
 MAGIC = bytes([0x85, 0x6F, 0x4A, 0x83])
 DOCUMENT_CHUNK = 0
 HASH_BYTES = 32
@@ -39,27 +41,27 @@ def uncompressed(saved: bytes) -> bytes:
 def _inflate_columns(saved: bytes) -> bytes:
     if saved[:4] != MAGIC or saved[8] != DOCUMENT_CHUNK:
         raise ValueError(_UNKNOWN)
-    length, start = _uleb(saved, 9)
+    length, start = read_uleb(saved, 9)
     body, rest = saved[start : start + length], saved[start + length :]
     if len(body) != length:
         raise ValueError(_UNKNOWN)
     # Actors and heads, copied as they are.
     at = 0
-    count, at = _uleb(body, at)
+    count, at = read_uleb(body, at)
     for _ in range(count):
-        size, at = _uleb(body, at)
+        size, at = read_uleb(body, at)
         at += size
-    count, at = _uleb(body, at)
+    count, at = read_uleb(body, at)
     at += HASH_BYTES * count
     prefix = body[:at]
     # Two column tables (changes, then operations): (spec, length) pairs, then their data.
     tables: list[list[tuple[int, int]]] = []
     for _ in range(2):
-        count, at = _uleb(body, at)
+        count, at = read_uleb(body, at)
         table = []
         for _ in range(count):
-            spec, at = _uleb(body, at)
-            size, at = _uleb(body, at)
+            spec, at = read_uleb(body, at)
+            size, at = read_uleb(body, at)
             table.append((spec, size))
         tables.append(table)
     if not any(spec & DEFLATE_FLAG for table in tables for spec, _ in table):
@@ -85,36 +87,12 @@ def _inflate_columns(saved: bytes) -> bytes:
         new_tables.append(new_table)
     out = bytearray(prefix)
     for table in new_tables:
-        out += _encode_uleb(len(table))
+        out += write_uleb(len(table))
         for spec, size in table:
-            out += _encode_uleb(spec) + _encode_uleb(size)
+            out += write_uleb(spec) + write_uleb(size)
     for data in columns:
         out += data
     out += body[at:]  # the heads' indexes, when the format has them
-    header = bytes([DOCUMENT_CHUNK]) + _encode_uleb(len(out))
+    header = bytes([DOCUMENT_CHUNK]) + write_uleb(len(out))
     checksum = hashlib.sha256(header + out).digest()[:4]
     return MAGIC + checksum + header + bytes(out) + rest
-
-
-def _uleb(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-        if shift > 63:
-            raise ValueError(_UNKNOWN)
-
-
-def _encode_uleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)

@@ -30,6 +30,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 
 from care_record.errors import MissingHistory, NotAChart
+from care_record.sync.leb128 import read_uleb, write_uleb
 
 MAGIC = bytes.fromhex("856f4a83")
 HASH_BYTES = 32
@@ -46,12 +47,12 @@ def pack_change(raw: bytes) -> bytes:
     if raw[:4] != MAGIC or raw[8:9] != CHANGE_TYPE:
         raise NotAChart("not an Automerge change chunk")
     kind = raw[8:9]
-    length, start = _uleb(raw, 9)
+    length, start = read_uleb(raw, 9)
     body = raw[start : start + length]
-    count, at = _uleb(body, 0)
+    count, at = read_uleb(body, 0)
     deps = [body[at + i * HASH_BYTES : at + (i + 1) * HASH_BYTES] for i in range(count)]
     rest = body[at + count * HASH_BYTES :]
-    return kind + _leb(count) + b"".join(d[:PREFIX_BYTES] for d in deps) + rest
+    return kind + write_uleb(count) + b"".join(d[:PREFIX_BYTES] for d in deps) + rest
 
 
 def pack(raw_changes: list[bytes], heads: list[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -87,15 +88,15 @@ def _unpack_change(item: bytes, pool: _Pool) -> bytes:
     if item[:1] != CHANGE_TYPE:
         raise NotAChart("changes that cannot be read: not an Automerge change")
     try:
-        count, at = _uleb(item, 1)
+        count, at = read_uleb(item, 1)
         prefixes = [item[at + i * PREFIX_BYTES : at + (i + 1) * PREFIX_BYTES] for i in range(count)]
         rest = item[at + count * PREFIX_BYTES :]
-    except IndexError:
-        raise NotAChart("a packed change is cut short") from None
+    except (IndexError, ValueError):
+        raise NotAChart("a packed change is cut short or damaged") from None
     if any(len(p) != PREFIX_BYTES for p in prefixes):
         raise NotAChart("a packed change is cut short")
-    body = _leb(count) + b"".join(pool.resolve(p) for p in prefixes) + rest
-    chunk = item[:1] + _leb(len(body)) + body
+    body = write_uleb(count) + b"".join(pool.resolve(p) for p in prefixes) + rest
+    chunk = item[:1] + write_uleb(len(body)) + body
     return MAGIC + hashlib.sha256(chunk).digest()[:4] + chunk
 
 
@@ -123,28 +124,3 @@ class _Pool:
         if len(found) > 1:
             raise MissingHistory("two changes here share a hash prefix; resync this chart")
         return next(iter(found))
-
-
-def _uleb(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-        if shift > 63:
-            raise NotAChart("a length in a change is too long")
-
-
-def _leb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
