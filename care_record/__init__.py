@@ -12,6 +12,7 @@ from care_record.errors import (
     RecordLocked,
     UnknownRecord,
 )
+from care_record.folding import fold
 from care_record.household import HouseholdRecord
 from care_record.ids import new_id
 from care_record.registers import Entry
@@ -38,6 +39,7 @@ __all__ = [
     "RecordLocked",
     "SystemClock",
     "UnknownRecord",
+    "fold",
     "is_risky",
     "new_id",
     "vital_observations",

@@ -1,5 +1,6 @@
 """The CHW tablet app: encrypted store, patients, visits, tasks. ``ui/`` is the Kivy layer."""
 
+from care_record import fold
 from field_app.attachments import AttachmentStore
 from field_app.errors import (
     AccessError,
@@ -19,7 +20,7 @@ from field_app.errors import (
 from field_app.patients import add_patient, patient_chart, search_patients
 from field_app.session import Session, end_sessions, erase, init_store, issue_token, resume, unlock
 from field_app.settings import Settings
-from field_app.store import PatientSummary, Store, fold
+from field_app.store import PatientSummary, Store
 from field_app.tasks import add_follow_up, complete_task, tasks_due
 from field_app.visits import record_visit
 

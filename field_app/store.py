@@ -16,7 +16,6 @@ Tables::
 from __future__ import annotations
 
 import functools
-import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import sqlcipher3
 import sqlite_utils
 
 from care_record import CareRecordError, Chart, ChartView, Clock, HouseholdRecord, NotAChart
+from care_record.folding import fold
 from care_record.sync import heads_key
 from field_app.errors import StoreCorrupt, StoreError, UnknownPatient
 
@@ -73,13 +73,6 @@ def _damage_is_store_corrupt(
 
 
 _DAMAGED = "the tablet's database is damaged; sync what you can and ask for help"
-
-
-def fold(text: str) -> str:
-    """Lower-case, accent-free, single-spaced: 'Ámína  JUMA' -> 'amina juma'."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(stripped.casefold().split())
 
 
 @dataclass(frozen=True)

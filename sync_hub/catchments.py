@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from care_record import fold
 from sync_hub.errors import Refused, UnknownChw
-from sync_hub.store import fold
 
 VILLAGE, HOUSEHOLD = "village", "household"
 

@@ -30,7 +30,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import automerge.core as am
 import sqlite_utils
 
 from care_record import CareRecordError, Chart, ChartTooNew, HouseholdRecord, SystemClock, registers
+from care_record.folding import fold
 from care_record.sync import Stored, heads_key, split_heads
 from care_record.sync.documents import load_snapshot
 from sync_hub.errors import Busy
@@ -51,13 +51,6 @@ POOL_SIZE = 4  # connections kept open: one writer at a time, a few readers besi
 STORE_FORMAT = "1"
 KINDS = ("patient", "household")
 _INDEX_CLOCK = SystemClock()
-
-
-def fold(text: str) -> str:
-    """Lower-case, accent-free, single-spaced: 'Kíjiji  CHA Mlima' -> 'kijiji cha mlima'."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(stripped.casefold().split())
 
 
 class Store:

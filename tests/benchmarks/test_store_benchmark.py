@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import population
-from care_record import Chart, FixedClock, vital_observations
-from field_app.store import fold
+from care_record import Chart, FixedClock, fold, vital_observations
 
 ROOT = Path(__file__).parent.parent.parent
 
