@@ -7,9 +7,14 @@ key that is a fresh UUIDv7, so two devices never race to create the same object)
     created_at      ISO time      created_by  user ID
     fields          map           mutable fields as multi-value registers (see registers.py)
     encounters      map id -> {kind, started_at, zone, author, signed_at, amends, note,
-                                observations: map id -> {code, display, value, unit}}
-    tasks           map id -> {kind, description, due, encounter_id, created_at, author}
-    referrals       map id -> {urgency, reason, encounter_id, created_at, author}
+                                observations: map id -> {code, display, value, unit,
+                                                         value_boolean, value_code, value_system},
+                                form: {questionnaire, language, items (QuestionnaireResponse
+                                       item list as JSON)}}
+    tasks           map id -> {kind, description, due, encounter_id, rule, created_at, author,
+                               reminders: map id -> {send_on, template, language}}
+    referrals       map id -> {urgency, reason, danger_signs, rules, encounter_id, created_at,
+                               author}
     messages        map id -> {direction, channel, author, text, sent_at, in_reply_to}
     attachments     map sha256 -> {media_type, size, encounter_id, added_at, author}
     allergies       map id -> {created_at, author}   (substance, criticality, status: fields)
@@ -61,6 +66,7 @@ from care_record.schema import (
     Task,
     TaskStatus,
     TaskStatusWrite,
+    Visit,
     validated,
 )
 
@@ -146,22 +152,48 @@ class Chart(CareDocument):
         if checked.amends is not None:
             self._require("encounters", checked.amends)
         encounter_id = new_id(self.clock)
+        with self._change() as tx:
+            put_tree(tx, section(tx, "encounters"), encounter_id, self._encounter_tree(checked, sign))
+        return encounter_id
+
+    def record_visit(self, visit: Visit | Mapping[str, Any]) -> str:
+        """Add a signed encounter with the referral and tasks it led to, in one transaction.
+
+        Returns the encounter's ID. Raises InvalidValue (nothing written) if any part fails.
+        """
+        checked = validated(Visit, visit)
+        if checked.encounter.amends is not None:
+            self._require("encounters", checked.encounter.amends)
+        encounter_id = new_id(self.clock)
+        with self._change() as tx:
+            tree = self._encounter_tree(checked.encounter, sign=True)
+            put_tree(tx, section(tx, "encounters"), encounter_id, tree)
+            if checked.referral is not None:
+                referral = checked.referral.model_copy(update={"encounter_id": encounter_id})
+                self._put_record(tx, "referrals", "referral", referral.model_dump(exclude_none=True))
+            for task in checked.tasks:
+                self._put_task(tx, task.model_copy(update={"encounter_id": encounter_id}))
+        return encounter_id
+
+    def _encounter_tree(self, checked: Encounter, sign: bool) -> dict[str, Any]:
         tree: dict[str, Any] = {
             "kind": checked.kind,
             "started_at": iso(checked.started_at),
             "zone": checked.zone,
             "author": self.author,
             "recorded_at": iso(self.clock.now()),
-            "observations": {new_id(self.clock): o.model_dump() for o in checked.observations},
+            "observations": {
+                new_id(self.clock): o.model_dump(exclude_none=True) for o in checked.observations
+            },
         }
         if sign:
             tree["signed_at"] = iso(self.clock.now())
         for optional in ("note", "amends"):
             if getattr(checked, optional) is not None:
                 tree[optional] = getattr(checked, optional)
-        with self._change() as tx:
-            put_tree(tx, section(tx, "encounters"), encounter_id, tree)
-        return encounter_id
+        if checked.form is not None:
+            tree["form"] = checked.form.model_dump()
+        return tree
 
     def sign_encounter(self, encounter_id: str) -> None:
         obj = self._require("encounters", encounter_id)
@@ -174,7 +206,8 @@ class Chart(CareDocument):
 
     def add_task(self, task: Task | Mapping[str, Any]) -> str:
         checked = validated(Task, task)
-        return self._add_record("tasks", "task", checked.model_dump(exclude_none=True), "requested")
+        with self._change() as tx:
+            return self._put_task(tx, checked)
 
     def set_task_status(self, task_id: str, status: TaskStatus) -> None:
         self._require("tasks", task_id)
@@ -184,7 +217,7 @@ class Chart(CareDocument):
 
     def add_referral(self, referral: Referral | Mapping[str, Any]) -> str:
         checked = validated(Referral, referral)
-        record = checked.model_dump(exclude_none=True)
+        record = plain(checked.model_dump(exclude_none=True))
         return self._add_record("referrals", "referral", record, "requested")
 
     def set_referral_status(self, referral_id: str, status: ReferralStatus) -> None:
@@ -195,8 +228,7 @@ class Chart(CareDocument):
 
     def add_message(self, message: Message | Mapping[str, Any]) -> str:
         checked = validated(Message, message)
-        record = checked.model_dump(exclude_none=True)
-        record["sent_at"] = iso(checked.sent_at)
+        record = plain(checked.model_dump(exclude_none=True))
         return self._add_record("messages", None, record, None)
 
     def add_attachment(self, ref: AttachmentRef | Mapping[str, Any]) -> None:
@@ -213,14 +245,33 @@ class Chart(CareDocument):
     def _add_record(
         self, collection: str, status_prefix: str | None, record: dict[str, Any], status: str | None
     ) -> str:
+        with self._change() as tx:
+            return self._put_record(tx, collection, status_prefix, record, status)
+
+    def _put_record(
+        self,
+        tx: am.Transaction,
+        collection: str,
+        status_prefix: str | None,
+        record: Mapping[str, Any],
+        status: str | None = "requested",
+    ) -> str:
         record_id = new_id(self.clock)
         # The record's own fields come last: a message's author is its writer, not the recorder.
-        tree = {"created_at": iso(self.clock.now()), "author": self.author, **plain(record)}
-        with self._change() as tx:
-            put_tree(tx, section(tx, collection), record_id, tree)
-            if status_prefix is not None:
-                self._write_field(tx, f"{status_prefix}.{record_id}.status", status)
+        tree = {"created_at": iso(self.clock.now()), "author": self.author, **record}
+        put_tree(tx, section(tx, collection), record_id, tree)
+        if status_prefix is not None:
+            self._write_field(tx, f"{status_prefix}.{record_id}.status", status)
         return record_id
+
+    def _put_task(self, tx: am.Transaction, task: Task) -> str:
+        """Write a task; its reminders are a map under it keyed by fresh IDs."""
+        record: dict[str, Any] = plain(task.model_dump(exclude_none=True, exclude={"reminders"}))
+        if task.reminders:
+            record["reminders"] = {
+                new_id(self.clock): plain(r.model_dump()) for r in task.reminders
+            }
+        return self._put_record(tx, "tasks", "task", record)
 
     def _add_item(self, collection: str, prefix: str, item: Allergy | Medication) -> str:
         item_id = new_id(self.clock)

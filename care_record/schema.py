@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    model_validator,
 )
 
 from care_record.errors import InvalidValue
@@ -77,6 +78,8 @@ LongText = Annotated[str, Field(min_length=1, max_length=4000)]
 RecordId = Annotated[str, AfterValidator(_check_uuid7)]
 UtcTime = Annotated[datetime, AfterValidator(_check_aware)]
 ZoneName = Annotated[str, AfterValidator(_check_zone)]
+LanguageTag = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")]
+FormName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 
 
 class Strict(BaseModel):
@@ -113,6 +116,7 @@ class Demographics(Strict):
     phone: Phone | None = None
     village: ShortText | None = None
     household_id: RecordId | None = None
+    language: LanguageTag | None = None
 
 
 class DemographicsUpdate(Strict):
@@ -125,15 +129,40 @@ class DemographicsUpdate(Strict):
     phone: Phone | None = None
     village: ShortText | None = None
     household_id: RecordId | None = None
+    language: LanguageTag | None = None
 
 
 class Observation(Strict):
-    """One coded measurement: LOINC code, value, UCUM unit."""
+    """One coded finding: a LOINC code and exactly one value.
+
+    A measurement has ``value`` and its UCUM ``unit``; a yes/no finding has ``value_boolean``;
+    a coded answer has ``value_code`` (the option's code, from ``value_system``).
+    """
 
     code: str = Field(pattern=r"^[0-9]{1,7}-[0-9]$")
     display: ShortText
-    value: float
-    unit: str = Field(min_length=1, max_length=20)
+    value: float | None = None
+    unit: str | None = Field(default=None, min_length=1, max_length=20)
+    value_boolean: bool | None = None
+    value_code: str | None = Field(default=None, min_length=1, max_length=64)
+    value_system: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_value(self) -> Observation:
+        given = [v for v in (self.value, self.value_boolean, self.value_code) if v is not None]
+        if len(given) != 1:
+            raise ValueError("needs exactly one of value, value_boolean, value_code")
+        if (self.value is None) != (self.unit is None):
+            raise ValueError("a measured value needs its UCUM unit, and only a measured value")
+        return self
+
+
+class FormResponse(Strict):
+    """The answers of a form, as the ``item`` list of a FHIR QuestionnaireResponse in JSON."""
+
+    questionnaire: str = Field(min_length=1, max_length=300)
+    language: LanguageTag
+    items: str = Field(min_length=2, max_length=200_000)
 
 
 class Encounter(Strict):
@@ -143,19 +172,40 @@ class Encounter(Strict):
     observations: tuple[Observation, ...] = ()
     note: LongText | None = None
     amends: RecordId | None = None
+    form: FormResponse | None = None
+
+
+class ReminderPlan(Strict):
+    """A reminder to send the patient before a task falls due (sent by central, see sms/)."""
+
+    send_on: date
+    template: FormName
+    language: LanguageTag
 
 
 class Task(Strict):
-    kind: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    kind: FormName
     description: ShortText
     due: date
     encounter_id: RecordId | None = None
+    rule: ShortText | None = None
+    reminders: tuple[ReminderPlan, ...] = ()
 
 
 class Referral(Strict):
     urgency: Urgency
     reason: ShortText
     encounter_id: RecordId | None = None
+    danger_signs: ShortText | None = None
+    rules: ShortText | None = None
+
+
+class Visit(Strict):
+    """A visit as one write: the encounter and the referral and tasks its rules concluded."""
+
+    encounter: Encounter
+    referral: Referral | None = None
+    tasks: tuple[Task, ...] = ()
 
 
 class Message(Strict):

@@ -16,6 +16,12 @@
     │   ├── NotEnrolled        this tablet has not been enrolled with a hub yet
     │   ├── HubUnreachable     no answer after every retry; the work stays safe here
     │   └── SyncRefused        the hub (or peer) refused, and said why
+    ├── FormError
+    │   ├── ContentError       a form or rule file is malformed (names the file and the place)
+    │   ├── UnknownForm        no form by that name in the content folder
+    │   ├── BadAnswer          an answer names an unknown or disabled question, or has the
+    │   │                      wrong shape for it (a bug in the screen or the answers file)
+    │   └── FormIncomplete     required answers are missing or answers are invalid
     ├── BadInput              a value typed at the CLI is not acceptable
     └── UnknownPatient        no patient with that ID on this tablet
 
@@ -105,3 +111,27 @@ class SyncRefused(SyncError):
         self.code = code
         self.command = command
         self.server_time = server_time
+
+
+class FormError(FieldAppError):
+    pass
+
+
+class ContentError(FormError):
+    pass
+
+
+class UnknownForm(FormError):
+    pass
+
+
+class BadAnswer(FormError):
+    pass
+
+
+class FormIncomplete(FormError):
+    """``problems`` maps each question's linkId to what is wrong with it (never its value)."""
+
+    def __init__(self, message: str, problems: dict[str, str]) -> None:
+        super().__init__(message)
+        self.problems = problems

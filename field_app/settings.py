@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from field_app.errors import BadInput
+from field_app.forms.library import PACKAGED_CONTENT
 
 DEFAULT_DATA_DIR = "$XDG_DATA_HOME/field_app"
 
@@ -69,6 +71,21 @@ class Settings:
         },
     )
 
+    language: str = field(
+        default="en",
+        metadata={
+            "env": "FIELD_APP_LANGUAGE",
+            "help": "Language of the forms on screen (en, sw); reminders use the patient's own.",
+        },
+    )
+    forms_dir: Path = field(
+        default=PACKAGED_CONTENT,
+        metadata={
+            "env": "FIELD_APP_FORMS_DIR",
+            "help": "Folder of forms, rules and translations (default: the content shipped with the app).",
+        },
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``env`` (the process environment by default). Raises BadInput."""
@@ -95,6 +112,10 @@ class Settings:
             raise BadInput("FIELD_APP_IDLE_LOCK_SECONDS: must be at least 10")
         if self.free_pin_attempts < 0:
             raise BadInput("FIELD_APP_FREE_PIN_ATTEMPTS: must not be negative")
+        if not re.fullmatch(r"[a-z]{2,3}", self.language):
+            raise BadInput("FIELD_APP_LANGUAGE: expected a language code such as en or sw")
+        if not self.forms_dir.is_dir():
+            raise BadInput("FIELD_APP_FORMS_DIR: no such folder")
         if self.max_pin_failures < 1:
             raise BadInput("FIELD_APP_MAX_PIN_FAILURES: must be at least 1")
 
@@ -104,11 +125,19 @@ class Settings:
         return [
             (
                 f.metadata["env"],
-                DEFAULT_DATA_DIR if f.name == "data_dir" else str(f.default),
+                _shown_default(f.name, f.default),
                 f.metadata["help"],
             )
             for f in fields(cls)
         ]
+
+
+def _shown_default(name: str, default: object) -> str:
+    if name == "data_dir":
+        return DEFAULT_DATA_DIR
+    if name == "forms_dir":
+        return "the app's own forms"
+    return str(default)
 
 
 def _parse(variable: str, kind: object, raw: str) -> object:
