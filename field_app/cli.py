@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from care_record import CareRecordError, ChartView, Clock, SystemClock
-from field_app import cli_sync, patients, tasks, visits
+from field_app import cli_forms, cli_sync, patients, tasks
 from field_app.errors import BadInput, FieldAppError, Locked
 from field_app.session import (
     Session,
@@ -36,18 +36,6 @@ from field_app.session import (
 )
 from field_app.settings import Settings
 from field_app.store import DatabaseError
-
-VITAL_ARGS = (
-    "systolic",
-    "diastolic",
-    "pulse",
-    "temperature",
-    "spo2",
-    "weight",
-    "muac",
-    "respiratory_rate",
-)
-
 
 class Io:
     """Where the CLI reads secrets and writes output; passed in so tests can drive it."""
@@ -134,14 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id")
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
-    visit = commands.add_parser("visit", help="record visits").add_subparsers(
-        dest="action", required=True
-    )
-    record = visit.add_parser("record", help="record vital signs in a signed encounter")
-    record.add_argument("--patient", required=True, help="patient ID")
-    for name in VITAL_ARGS:
-        record.add_argument(f"--{name.replace('_', '-')}", type=float, dest=name)
-    record.add_argument("--note")
+    cli_forms.add_commands(commands)
 
     task = commands.add_parser("tasks", help="follow-ups").add_subparsers(
         dest="action", required=True
@@ -205,6 +186,7 @@ def run(args: argparse.Namespace, settings: Settings, clock: Clock, io: Io) -> N
         ),
         "erase": lambda: _erase(args, settings, io),
         "settings": lambda: _settings(io),
+        "forms": lambda: cli_forms.run_forms(args, settings, io),
     }
     if args.command in simple:
         simple[args.command]()
@@ -226,7 +208,8 @@ def _dispatch(args: argparse.Namespace, session: Session, io: Io) -> None:
         ("patient", "add"): _patient_add,
         ("patient", "search"): _patient_search,
         ("patient", "show"): _patient_show,
-        ("visit", "record"): _visit_record,
+        ("visit", "record"): cli_forms.run_visit_record,
+        ("register", None): cli_forms.run_register,
         ("tasks", "due"): _tasks_due,
         ("tasks", "add"): _tasks_add,
         ("tasks", "done"): _tasks_done,
@@ -322,14 +305,6 @@ def _patient_show(args: argparse.Namespace, session: Session, io: Io) -> None:
     io.say(format_chart(view))
 
 
-def _visit_record(args: argparse.Namespace, session: Session, io: Io) -> None:
-    readings = {name: getattr(args, name) for name in VITAL_ARGS if getattr(args, name) is not None}
-    if not readings:
-        raise BadInput("give at least one reading, for example --systolic 120 --diastolic 80")
-    encounter = visits.record_visit(session, args.patient, readings, note=args.note)
-    io.say(f"recorded visit {encounter} with {len(readings)} readings")
-
-
 def _tasks_due(args: argparse.Namespace, session: Session, io: Io) -> None:
     day = args.on or session.clock.now().astimezone(ZoneInfo(session.settings.zone)).date()
     due = tasks.tasks_due(session, day)
@@ -382,9 +357,11 @@ def format_chart(view: ChartView) -> str:
     for encounter in view.records("encounters"):
         lines.append(f"  visit {encounter['started_at']} ({encounter['zone']}) {encounter['kind']}")
         for obs in sorted(encounter.get("observations", {}).values(), key=lambda o: str(o["code"])):
-            lines.append(
-                f"    {obs['display']}: {obs['value']:g} {obs['unit']}  [LOINC {obs['code']}]"
-            )
+            lines.append(f"    {obs['display']}: {_finding(obs)}  [LOINC {obs['code']}]")
+    for referral in view.records("referrals"):
+        lines.append(
+            f"  referral ({referral['urgency']}, {referral['status']}): {referral['reason']}"
+        )
     for task in view.records("tasks"):
         lines.append(f"  task due {task['due']}: {task['description']} ({task['status']})")
     for conflict in view.conflicts:
@@ -393,6 +370,14 @@ def format_chart(view: ChartView) -> str:
             f"  {'REVIEW ' if conflict.risky else ''}conflict in {conflict.path}: {values}"
         )
     return "\n".join(lines)
+
+
+def _finding(observation: Mapping[str, Any]) -> str:
+    if observation.get("value") is not None:
+        return f"{observation['value']:g} {observation['unit']}"
+    if observation.get("value_boolean") is not None:
+        return "yes" if observation["value_boolean"] else "no"
+    return str(observation.get("value_code"))
 
 
 def _view_json(view: ChartView) -> dict[str, Any]:

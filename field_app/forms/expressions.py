@@ -29,7 +29,7 @@ from field_app.errors import ContentError
 
 Compiled = Callable[[Mapping[str, Any], Mapping[str, Any]], list[Any]]
 
-_NAME = re.compile(r"(?<![%.\w'])([A-Za-z_][A-Za-z0-9_]*)(?!\s*\()")
+_NAME = re.compile(r"(?<![%.\w'@])([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
 _CLOCK = re.compile(r"\b(today|now|timeOfDay)\s*\(")
 
 

@@ -35,6 +35,7 @@ class Form:
     rules: RuleSet
     catalogues: dict[str, Catalogue]
     calculations: dict[str, Expression] = field(repr=False)
+    constraints: dict[str, tuple[tuple[Expression, str], ...]] = field(repr=False)
 
     @property
     def name(self) -> str:
@@ -84,12 +85,20 @@ class FormLibrary:
             for item in questionnaire.items.values()
             if item.calculated
         }
+        constraints = {
+            item.link_id: tuple(
+                (Expression(text, where=f"{name}: item {item.link_id} constraint"), human)
+                for text, human in item.constraints
+            )
+            for item in questionnaire.items.values()
+            if item.constraints
+        }
         catalogues = {
             language: load_catalogue(path, language)
             for language in self.languages()[1:]
             if (path := self.folder / "locale" / language / "LC_MESSAGES" / f"{name}.po").exists()
         }
-        return Form(questionnaire, rules, catalogues, calculations)
+        return Form(questionnaire, rules, catalogues, calculations, constraints)
 
 
 def _read_json(path: Path) -> object:

@@ -8,7 +8,9 @@ maxLength code item``, and these standard extensions:
 - ``questionnaire-unitOption`` (the units a quantity may be given in; the first is canonical);
 - SDC ``sdc-questionnaire-calculatedExpression`` (a FHIRPath expression, see expressions.py);
 - SDC ``sdc-questionnaire-observationExtract`` (the answer becomes a coded Observation,
-  using the item's LOINC ``code``).
+  using the item's LOINC ``code``);
+- ``questionnaire-constraint`` (a FHIRPath check across answers, such as diastolic below
+  systolic; when it is false the item's answer is invalid with the constraint's ``human`` text).
 
 Anything else in the file is kept in the raw JSON but ignored by the engine; ``forms check``
 refuses item types and extensions the engine would silently misread.
@@ -47,8 +49,9 @@ MIN_LENGTH = EXT + "minLength"
 UNIT_OPTION = EXT + "questionnaire-unitOption"
 CALCULATED = SDC + "sdc-questionnaire-calculatedExpression"
 OBSERVATION_EXTRACT = SDC + "sdc-questionnaire-observationExtract"
+CONSTRAINT = EXT + "questionnaire-constraint"
 KNOWN_EXTENSIONS = frozenset(
-    {MIN_VALUE, MAX_VALUE, MIN_LENGTH, UNIT_OPTION, CALCULATED, OBSERVATION_EXTRACT}
+    {MIN_VALUE, MAX_VALUE, MIN_LENGTH, UNIT_OPTION, CALCULATED, OBSERVATION_EXTRACT, CONSTRAINT}
 )
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -101,6 +104,7 @@ class Item:
     calculated: str | None = None
     code: Coding | None = None
     extract: bool = False
+    constraints: tuple[tuple[str, str], ...] = ()
     parent: str | None = None
     children: tuple[str, ...] = ()
 
@@ -211,6 +215,7 @@ def _parse_item(raw: dict[str, Any], parent: str | None, into: dict[str, Item], 
         calculated=_expression(extensions.get(CALCULATED)),
         code=_loinc(raw.get("code", [])),
         extract=bool(extensions.get(OBSERVATION_EXTRACT, {}).get("valueBoolean", False)),
+        constraints=tuple(_constraint(e) for e in raw.get("extension", []) if e["url"] == CONSTRAINT),
         parent=parent,
     )
     if item.enable_behavior not in ("all", "any"):
@@ -285,6 +290,12 @@ def _expression(ext: dict[str, Any] | None) -> str | None:
     if expression.get("language") != "text/fhirpath":
         raise ValueError("calculatedExpression must be text/fhirpath")
     return str(expression["expression"])
+
+
+def _constraint(ext: dict[str, Any]) -> tuple[str, str]:
+    """(FHIRPath expression, the message shown when it is false)."""
+    parts = {e["url"]: e for e in ext["extension"]}
+    return str(parts["expression"]["valueString"]), str(parts["human"]["valueString"])
 
 
 def _loinc(codes: list[dict[str, Any]]) -> Coding | None:

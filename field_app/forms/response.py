@@ -20,6 +20,8 @@ SHORT_TEXT = 200
 # Answers of a registration form that land in the chart's demographics, by linkId.
 DEMOGRAPHIC_FIELDS = ("given", "family", "sex", "birth_date", "phone", "village", "language")
 CONSENT_PREFIX = "consent_"
+# A visit form's free-text item with this linkId is also the encounter's note.
+NOTE = "note"
 
 
 def response_items(completed: CompletedForm) -> list[dict[str, Any]]:
@@ -105,6 +107,8 @@ def visit(
             "items": json.dumps(response_items(completed), separators=(",", ":"), ensure_ascii=False),
         },
     }
+    if NOTE in completed.answers:
+        encounter["note"] = str(completed.answers[NOTE][0])
     return {
         "encounter": encounter,
         "referral": referral(completed),

@@ -92,7 +92,21 @@ class FormState:
     @property
     def errors(self) -> dict[str, str]:
         """Invalid answers of enabled questions: linkId -> what is expected (never the value)."""
-        return {k: v for k, v in self._invalid.items() if k in self._enabled}
+        found = {k: v for k, v in self._invalid.items() if k in self._enabled}
+        return self._broken_constraints() | found
+
+    def _broken_constraints(self) -> dict[str, str]:
+        """Cross-answer checks that are false (an unanswered side leaves a check open)."""
+        context = self._context()
+        broken = {}
+        for link_id, checks in self.form.constraints.items():
+            if link_id not in self._enabled or not self._values(link_id):
+                continue
+            for expression, human in checks:
+                if expression.evaluate(context, self._env) == [False]:
+                    broken[link_id] = self.text(human)
+                    break
+        return broken
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -124,7 +138,7 @@ class FormState:
         problems = {link_id: "is required" for link_id in self.missing} | self.errors
         if problems:
             order = list(self.form.questionnaire.items)
-            listed = ", ".join(sorted(problems, key=order.index))
+            listed = "; ".join(f"{k}: {problems[k]}" for k in sorted(problems, key=order.index))
             raise FormIncomplete(f"{len(problems)} answer(s) need attention: {listed}", problems)
         answers = {
             link_id: values

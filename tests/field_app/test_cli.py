@@ -107,7 +107,7 @@ def test_visit_record_reports_the_encounter(tablet) -> None:
 
     out = tablet.ok("visit", "record", "--patient", patient, *readings.split())
 
-    encounter = re.fullmatch(r"recorded visit (\S+) with 5 readings", out)
+    encounter = re.fullmatch(r"recorded visit (\S+) \(vital_signs\)", out)
     assert encounter is not None
     assert UUID.match(encounter[1])
 
@@ -392,11 +392,11 @@ def test_a_wrong_pin_changes_nothing(
 @pytest.mark.parametrize(
     ("readings", "message"),
     [
-        (["--systolic", "400", "--diastolic", "80"], "systolic: must be between 50 and 300"),
-        (["--temperature", "73"], "temperature: must be between 30 and 45 Cel"),
+        (["--systolic", "400", "--diastolic", "80"], "systolic: must be at most 300"),
+        (["--temperature", "73"], "temperature: must be at most 45"),
         (["--systolic", "90", "--diastolic", "95"], "diastolic: must be lower than systolic"),
-        (["--spo2", "101"], "spo2: must be between 50 and 100"),
-        ([], "give at least one reading"),
+        (["--spo2", "101"], "spo2: must be at most 100"),
+        ([], "give a form and its answers"),
     ],
 )
 def test_an_impossible_vital_sign_changes_nothing(
@@ -607,5 +607,5 @@ def test_help_of_the_real_program_lists_every_command(tmp_path: Path) -> None:
     assert found.stdout.startswith(added.stdout.strip())
     refused = run("visit", "record", "--patient", added.stdout.strip(), "--pulse", "999")
     assert refused.returncode == 1
-    assert "pulse: must be between 20 and 250" in refused.stderr
+    assert "pulse: must be at most 250" in refused.stderr
     assert run("patient").returncode == 2
