@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +94,7 @@ def run_visit_record(args: argparse.Namespace, session: Session, io: Io) -> None
         io.say(f"  - {state_text(rule.reason)}")
     if visit.referral:
         io.say(f"REFERRAL ({visit.referral['urgency'].upper()}): {visit.referral['reason']}")
-    _say_tasks(io, visit.tasks)
+    _say_tasks(io.say, visit.tasks)
 
 
 def run_register(args: argparse.Namespace, session: Session, io: Io) -> None:
@@ -106,7 +107,7 @@ def run_register(args: argparse.Namespace, session: Session, io: Io) -> None:
     done = registration.register(session.store, state, zone=settings.zone)
     io.say(done.id)
     io.err(f"registered a {done.kind}")
-    _say_tasks(io, done.tasks)
+    _say_tasks(io.err, done.tasks)
 
 
 def _visit_answers(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -138,11 +139,11 @@ def read_answers(path: Path) -> dict[str, Any]:
     return data
 
 
-def _say_tasks(io: Io, tasks: tuple[dict[str, Any], ...]) -> None:
+def _say_tasks(say: Callable[[str], None], tasks: tuple[dict[str, Any], ...]) -> None:
     for task in tasks:
-        io.say(f"task due {task['due']}: {task['description']}")
+        say(f"task due {task['due']}: {task['description']}")
         for reminder in task["reminders"]:
-            io.say(f"  reminder on {reminder['send_on']} ({reminder['template']}, {reminder['language']})")
+            say(f"  reminder on {reminder['send_on']} ({reminder['template']}, {reminder['language']})")
 
 
 def _summary(library: FormLibrary, name: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import shlex
 import socket
 import subprocess
@@ -58,6 +59,13 @@ class Script:
         return out.getvalue().strip()
 
 
+def answers_file(folder: Path, name: str, answers: dict[str, object]) -> str:
+    """Write a form's answers for the CLI to read, beside (never inside) the tablet's store."""
+    path = folder.parent / f"{name}.answers.json"
+    path.write_text(json.dumps(answers, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
 def say(text: str) -> None:
     print(f"\n# {text}")
 
@@ -74,11 +82,17 @@ def demo(folder: Path) -> None:
     s.run("user", "add", "baraka")
     s.run("user", "list")
 
-    say("Register three patients.")
+    say("Register a pregnant woman through the registration form (answers from a file).")
     mother = s.run(
-        "patient", "add", "--given", "Ámina", "--family", "Mwakilema", "--sex", "female",
-        "--birth-date", "1998-06-14", "--phone", "+255712345678", "--village", "Kilosa",
+        "register", "--form", "patient_registration",
+        "--answers", answers_file(folder, "registration", {
+            "given": "Ámina", "family": "Mwakilema", "sex": "female", "birth_date": "1998-06-14",
+            "phone": "+255712345678", "village": "Kilosa", "language": "sw",
+            "pregnancy_status": "pregnant", "consent_data_sharing": True,
+            "consent_sms_reminders": True, "consent_voice_reminders": False,
+        }),
     )  # fmt: skip
+    say("And two more patients with the short command.")
     child = s.run(
         "patient", "add", "--given", "Neema", "--family", "Mwakilema", "--sex", "female",
         "--birth-date", "2024-09-02", "--village", "Kilosa",
@@ -91,12 +105,26 @@ def demo(folder: Path) -> None:
     say("Search ignores case and accents.")
     s.run("patient", "search", "AMINA mwak")
 
-    say("Record visits: vital signs become LOINC-coded observations in signed encounters.")
+    say(
+        "An antenatal contact at 26 weeks: she has a severe headache and blurred vision, and her"
+        " blood pressure is 148/96. The rules of WHO's decision table ANC.DT.01 find the danger"
+        " signs and create the urgent referral, a check that she reached hospital, and her next"
+        " contact with an SMS reminder in her own language."
+    )
+    lmp = s.clock.now().date() - timedelta(weeks=26, days=2)
     s.run(
-        "visit", "record", "--patient", mother, "--systolic", "148", "--diastolic", "96",
-        "--pulse", "88", "--temperature", "36.9", "--spo2", "97", "--weight", "61.5",
-        "--note", "Headache for two days",
+        "visit", "record", "--patient", mother, "--form", "anc_contact",
+        "--answers", answers_file(folder, "anc", {
+            "contact_number": 2, "lmp": lmp.isoformat(), "has_danger_sign": True,
+            "danger_signs": ["severe_headache", "visual_disturbance"], "central_cyanosis": False,
+            "bp_taken": True, "systolic": 148, "diastolic": 96, "fetal_movement": True,
+            "ifa_daily": True, "td_status": "this_pregnancy", "itn_last_night": True,
+            "birth_plan": False,
+        }),
     )  # fmt: skip
+    say("The chart now holds the visit, its coded observations, the referral and the tasks.")
+    s.run("patient", "show", mother)
+    say("Vital signs alone: the short form of the vital_signs questionnaire.")
     s.run(
         "visit",
         "record",

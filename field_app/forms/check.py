@@ -81,8 +81,10 @@ def _structure(form: Form) -> list[tuple[str, str]]:
     if form.rules.record == "patient":
         found += [
             (f"item {link_id}", f"is not a consent scope ({', '.join(sorted(CONSENT_SCOPES))})")
-            for link_id in items
-            if link_id.startswith(CONSENT_PREFIX) and link_id.removeprefix(CONSENT_PREFIX) not in CONSENT_SCOPES
+            for link_id, item in items.items()
+            if item.is_question
+            and link_id.startswith(CONSENT_PREFIX)
+            and link_id.removeprefix(CONSENT_PREFIX) not in CONSENT_SCOPES
         ]
     return found
 

@@ -123,7 +123,7 @@ def referral(completed: CompletedForm) -> dict[str, Any] | None:
         return None
     found: dict[str, Any] = {
         "urgency": conclusions.urgency,
-        "reason": one_line([completed.text(r.reason) for r in conclusions.referral_rules]),
+        "reason": one_line([completed.text(r.reason) for r in conclusions.referral_rules], separator=" "),
         "rules": one_line([r.id for r in conclusions.fired], separator=","),
     }
     if conclusions.danger_signs:
