@@ -11,10 +11,12 @@ A vector file ``vectors/FORM.json``::
                   "fired": ["rule_id", ...], "not_fired": ["rule_id", ...],
                   "danger_signs": ["English label", ...],
                   "tasks": [{"kind": "...", "due": "2026-11-22"}],
-                  "calculated": {"linkId": value}}}]}
+                  "calculated": {"linkId": value},
+                  "incomplete": ["linkId", ...]}}]}
 
 ``fired``, ``not_fired``, ``tasks`` and ``calculated`` list what must (or must not) be there;
-``urgency`` and ``danger_signs`` must match exactly. Every case must also complete.
+``urgency`` and ``danger_signs`` must match exactly. Every case must also complete, unless it
+lists ``incomplete``: exactly the questions the form must refuse to complete without.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from field_app.errors import FormIncomplete
 from field_app.forms import FormLibrary, FormState
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -71,6 +74,11 @@ def test_vector(form_name: str, case: dict[str, Any]) -> None:
         assert (task["kind"], task["due"]) in tasks, tasks
     for link_id, value in expect.get("calculated", {}).items():
         assert [_plain(v) for v in state.value(link_id)] == [value]
+    if "incomplete" in expect:
+        with pytest.raises(FormIncomplete) as refused:
+            state.complete()
+        assert sorted(refused.value.problems) == sorted(expect["incomplete"])
+        return
     completed = state.complete()
     assert completed.conclusions == state.conclusions
 
