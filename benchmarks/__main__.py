@@ -20,6 +20,7 @@ from benchmarks.report import Progress, Report
 BENCHMARKS: dict[str, str] = {
     "store": "benchmarks.store",
     "sync": "benchmarks.sync",
+    "forms": "benchmarks.forms",
 }
 
 

@@ -153,7 +153,9 @@ class Chart(CareDocument):
             self._require("encounters", checked.amends)
         encounter_id = new_id(self.clock)
         with self._change() as tx:
-            put_tree(tx, section(tx, "encounters"), encounter_id, self._encounter_tree(checked, sign))
+            put_tree(
+                tx, section(tx, "encounters"), encounter_id, self._encounter_tree(checked, sign)
+            )
         return encounter_id
 
     def record_visit(self, visit: Visit | Mapping[str, Any]) -> str:
@@ -170,7 +172,9 @@ class Chart(CareDocument):
             put_tree(tx, section(tx, "encounters"), encounter_id, tree)
             if checked.referral is not None:
                 referral = checked.referral.model_copy(update={"encounter_id": encounter_id})
-                self._put_record(tx, "referrals", "referral", referral.model_dump(exclude_none=True))
+                self._put_record(
+                    tx, "referrals", "referral", referral.model_dump(exclude_none=True)
+                )
             for task in checked.tasks:
                 self._put_task(tx, task.model_copy(update={"encounter_id": encounter_id}))
         return encounter_id

@@ -75,6 +75,7 @@ def _check_zone(name: str) -> str:
 Name = Annotated[str, AfterValidator(_clean_text), Field(min_length=1, max_length=100)]
 ShortText = Annotated[str, AfterValidator(_clean_text), Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(min_length=1, max_length=4000)]
+Reason = Annotated[str, AfterValidator(_clean_text), Field(min_length=1, max_length=1000)]
 RecordId = Annotated[str, AfterValidator(_check_uuid7)]
 UtcTime = Annotated[datetime, AfterValidator(_check_aware)]
 ZoneName = Annotated[str, AfterValidator(_check_zone)]
@@ -193,11 +194,13 @@ class Task(Strict):
 
 
 class Referral(Strict):
+    """A referral. Its reason joins every reason at its urgency, so it may run to a paragraph."""
+
     urgency: Urgency
-    reason: ShortText
+    reason: Reason
     encounter_id: RecordId | None = None
-    danger_signs: ShortText | None = None
-    rules: ShortText | None = None
+    danger_signs: Reason | None = None
+    rules: Reason | None = None
 
 
 class Visit(Strict):

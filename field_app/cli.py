@@ -37,6 +37,7 @@ from field_app.session import (
 from field_app.settings import Settings
 from field_app.store import DatabaseError
 
+
 class Io:
     """Where the CLI reads secrets and writes output; passed in so tests can drive it."""
 

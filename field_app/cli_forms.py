@@ -46,11 +46,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     record.add_argument("--answers", type=Path, help="JSON file: linkId -> answer")
     for name in VITAL_SIGNS:
         record.add_argument(
-            f"--{name.replace('_', '-')}", type=float, dest=name, help="shorthand for --form vital_signs"
+            f"--{name.replace('_', '-')}",
+            type=float,
+            dest=name,
+            help="shorthand for --form vital_signs",
         )
     record.add_argument("--note", help="a note, with the vital-sign shorthand")
     register = commands.add_parser("register", help="register a patient or household with a form")
-    register.add_argument("--form", required=True, help="patient_registration or household_registration")
+    register.add_argument(
+        "--form", required=True, help="patient_registration or household_registration"
+    )
     register.add_argument("--answers", required=True, type=Path, help="JSON file: linkId -> answer")
     forms = commands.add_parser("forms", help="the forms on this tablet").add_subparsers(
         dest="action", required=True
@@ -133,7 +138,9 @@ def read_answers(path: Path) -> dict[str, Any]:
         raise BadInput(f"the answers file could not be read ({type(exc).__name__})") from None
     except json.JSONDecodeError as exc:
         # The position only: the message must not repeat the file's content.
-        raise BadInput(f"the answers file is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+        raise BadInput(
+            f"the answers file is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
     if not isinstance(data, dict):
         raise BadInput("the answers file must hold one JSON object: linkId -> answer")
     return data
@@ -143,7 +150,9 @@ def _say_tasks(say: Callable[[str], None], tasks: tuple[dict[str, Any], ...]) ->
     for task in tasks:
         say(f"task due {task['due']}: {task['description']}")
         for reminder in task["reminders"]:
-            say(f"  reminder on {reminder['send_on']} ({reminder['template']}, {reminder['language']})")
+            say(
+                f"  reminder on {reminder['send_on']} ({reminder['template']}, {reminder['language']})"
+            )
 
 
 def _summary(library: FormLibrary, name: str) -> str:
@@ -168,7 +177,15 @@ def _outline(form: Form, language: str) -> str:
         parent = item.parent
         while parent is not None:
             depth, parent = depth + 1, q.items[parent].parent
-        flags = [f for f, on in (("required", item.required), ("repeats", item.repeats), ("calculated", bool(item.calculated))) if on]
+        flags = [
+            f
+            for f, on in (
+                ("required", item.required),
+                ("repeats", item.repeats),
+                ("calculated", bool(item.calculated)),
+            )
+            if on
+        ]
         shown = f"  {'  ' * depth}{item.link_id} [{item.type}{', ' + ', '.join(flags) if flags else ''}] {text(item.text)}"
         lines.append(shown)
         if item.enable_when:

@@ -46,13 +46,19 @@ def register(store: Store, state: FormState, *, zone: str) -> Registered:
     if completed.form.rules.record == "household":
         return _household(store, completed)
     if completed.form.rules.record != "patient":
-        raise BadAnswer(f"the form {completed.form.name} records a visit; it does not register anyone")
+        raise BadAnswer(
+            f"the form {completed.form.name} records a visit; it does not register anyone"
+        )
     return _patient(store, completed, zone)
 
 
 def _household(store: Store, completed: CompletedForm) -> Registered:
-    fields = {k: completed.answers[k][0] for k in ("name", "village") if k in completed.answers}
-    household = HouseholdRecord.new(fields, author=store.author, clock=store.clock, actor=store.actor)
+    fields: dict[str, Any] = {
+        k: completed.answers[k][0] for k in ("name", "village") if k in completed.answers
+    }
+    household = HouseholdRecord.new(
+        fields, author=store.author, clock=store.clock, actor=store.actor
+    )
     store.put_document(household.KIND, household.save(), household.id)
     return Registered("household", household.id, completed)
 
@@ -67,7 +73,9 @@ def _patient(store: Store, completed: CompletedForm, zone: str) -> Registered:
     if pregnancy:
         chart.set_pregnancy_status(pregnancy[0])  # type: ignore[arg-type]
     language = str(completed.answers.get("language", (completed.language,))[0])
-    write = response.visit(completed, started_at=store.clock.now(), zone=zone, reminder_language=language)
+    write = response.visit(
+        completed, started_at=store.clock.now(), zone=zone, reminder_language=language
+    )
     chart.record_visit(write)
     store.put_chart(chart)
     return Registered("patient", chart.id, completed, tuple(write["tasks"]))

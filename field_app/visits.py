@@ -101,10 +101,14 @@ def write_form_visit(store: Store, patient_id: str, state: FormState, *, zone: s
     """
     completed = state.complete()
     if completed.form.rules.record != "visit":
-        raise BadAnswer(f"the form {completed.form.name} registers a {completed.form.rules.record}, it is not a visit")
+        raise BadAnswer(
+            f"the form {completed.form.name} registers a {completed.form.rules.record}, it is not a visit"
+        )
     chart = store.get_chart(patient_id)
     language = str(chart.view().fields.get("language") or state.language)
-    write = response.visit(completed, started_at=store.clock.now(), zone=zone, reminder_language=language)
+    write = response.visit(
+        completed, started_at=store.clock.now(), zone=zone, reminder_language=language
+    )
     encounter_id = chart.record_visit(write)
     store.put_chart(chart)
     tasks = tuple(write["tasks"])

@@ -8,6 +8,7 @@ kept so the screen can show it with the reason, and it blocks completion.
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from typing import Any
 
@@ -79,7 +80,7 @@ def in_canonical_unit(item: Item, quantity: Quantity) -> float:
     canonical = item.units[0].code
     if quantity.unit == canonical:
         return quantity.value
-    base, factor = _UNIT_FACTORS[quantity.unit]
+    _, factor = _UNIT_FACTORS[quantity.unit]
     _, canonical_factor = _UNIT_FACTORS[canonical]
     return round(quantity.value * factor / canonical_factor, 6)
 
@@ -126,7 +127,7 @@ def _decimal(raw: object) -> float:
             raise Invalid("must be a number") from None
     else:
         raise Invalid("must be a number")
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise Invalid("must be a number")
     return number
 
@@ -161,6 +162,8 @@ def _choice(item: Item, raw: object) -> str:
 
 
 def _quantity(item: Item, raw: Any) -> Quantity:
+    value: object
+    unit: object
     if isinstance(raw, Quantity):
         value, unit = raw.value, raw.unit
     elif isinstance(raw, dict):

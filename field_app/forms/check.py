@@ -20,9 +20,37 @@ from field_app.forms.response import CONSENT_PREFIX
 
 # Words an expression may use that are not linkIds: FHIRPath's keywords and calendar units.
 FHIRPATH_WORDS = frozenset(
-    "and or xor implies not is as in contains div mod true false "
-    "year years month months week weeks day days hour hours minute minutes "
-    "second seconds millisecond milliseconds".split()
+    [
+        "and",
+        "or",
+        "xor",
+        "implies",
+        "not",
+        "is",
+        "as",
+        "in",
+        "contains",
+        "div",
+        "mod",
+        "true",
+        "false",
+        "year",
+        "years",
+        "month",
+        "months",
+        "week",
+        "weeks",
+        "day",
+        "days",
+        "hour",
+        "hours",
+        "minute",
+        "minutes",
+        "second",
+        "seconds",
+        "millisecond",
+        "milliseconds",
+    ]
 )
 CONSENT_SCOPES = frozenset({"data_sharing", "sms_reminders", "voice_reminders"})
 
@@ -41,7 +69,9 @@ def check_library(library: FormLibrary) -> list[Problem]:
     """Every problem in every form of ``library``; an empty list means all is well."""
     problems: list[Problem] = []
     if not library.names():
-        return [Problem("(content)", str(library.folder), "no forms found (NAME.questionnaire.json)")]
+        return [
+            Problem("(content)", str(library.folder), "no forms found (NAME.questionnaire.json)")
+        ]
     for name in library.names():
         try:
             form = library.get(name)
@@ -56,7 +86,9 @@ def check_form(form: Form, languages: list[str]) -> list[Problem]:
     """Every problem in one loaded form."""
     found = [Problem(form.name, where, message) for where, message in _structure(form)]
     found += [Problem(form.name, where, message) for where, message in _expressions(form)]
-    found += [Problem(form.name, where, message) for where, message in _translations(form, languages)]
+    found += [
+        Problem(form.name, where, message) for where, message in _translations(form, languages)
+    ]
     return found
 
 
@@ -69,15 +101,28 @@ def _structure(form: Form) -> list[tuple[str, str]]:
             problem = _condition_problem(item, condition, items)
             if problem:
                 found.append((where, problem))
-        if item.extract and (item.code is None or (item.type in ("integer", "decimal") and not item.units)):
-            found.append((where, "an observation item needs a LOINC code, and a number its UCUM unit"))
-        if item.extract and item.type not in ("integer", "decimal", "quantity", "boolean", "choice"):
+        if item.extract and (
+            item.code is None or (item.type in ("integer", "decimal") and not item.units)
+        ):
+            found.append(
+                (where, "an observation item needs a LOINC code, and a number its UCUM unit")
+            )
+        if item.extract and item.type not in (
+            "integer",
+            "decimal",
+            "quantity",
+            "boolean",
+            "choice",
+        ):
             found.append((where, f"a {item.type} answer cannot become an Observation"))
         if item.children and item.is_question:
             found.append((where, "questions cannot hold items; put follow-up questions in a group"))
         if item.required and not item.is_question:
             found.append((where, f"a {item.type} item cannot be required"))
-    found += [(f"item {i}", "can never be shown: its conditions can never all hold") for i in _unreachable(form)]
+    found += [
+        (f"item {i}", "can never be shown: its conditions can never all hold")
+        for i in _unreachable(form)
+    ]
     if form.rules.record == "patient":
         found += [
             (f"item {link_id}", f"is not a consent scope ({', '.join(sorted(CONSENT_SCOPES))})")
@@ -186,7 +231,12 @@ def _expressions(form: Form) -> list[tuple[str, str]]:
             found.append((where, f"names '{name}', which is not an item of the form"))
         for name in sorted(expression.names & known):
             if not form.questionnaire.items[name].is_question:
-                found.append((where, f"names '{name}', a {form.questionnaire.items[name].type} item with no answer"))
+                found.append(
+                    (
+                        where,
+                        f"names '{name}', a {form.questionnaire.items[name].type} item with no answer",
+                    )
+                )
     return found
 
 
@@ -214,7 +264,10 @@ def _translations(form: Form, languages: list[str]) -> list[tuple[str, str]]:
         missing = [t for t in wanted if not catalogue.messages.get(t)]
         found += [(f"language {language}", f"no translation for '{_short(t)}'") for t in missing]
         stale = sorted(set(catalogue.messages) - set(wanted))
-        found += [(f"language {language}", f"translation of '{_short(t)}', a text the form no longer has") for t in stale]
+        found += [
+            (f"language {language}", f"translation of '{_short(t)}', a text the form no longer has")
+            for t in stale
+        ]
     return found
 
 

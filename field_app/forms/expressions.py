@@ -23,7 +23,11 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from antlr4 import CommonTokenStream, InputStream, Token
+from antlr4.error.ErrorListener import ErrorListener
 from fhirpathpy import compile as compile_fhirpath
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from field_app.errors import ContentError
 
@@ -78,11 +82,12 @@ class Expression:
     def __init__(self, text: str, *, where: str) -> None:
         if _CLOCK.search(text):
             raise ContentError(f"{where}: use %today, not the machine's clock, in '{text}'")
+        _check_syntax(text, where)
         try:
             self._compiled: Compiled = compile_fhirpath(
                 text, options={"userInvocationTable": FUNCTIONS}
             )
-        except Exception as exc:  # fhirpathpy raises bare Exceptions from its parser
+        except Exception as exc:  # noqa: BLE001 - fhirpathpy's parser raises bare Exceptions
             raise ContentError(f"{where}: '{text}' is not valid FHIRPath ({exc})") from None
         self.text = text
         self.where = where
@@ -92,13 +97,36 @@ class Expression:
         """Evaluate over ``answers``; raises ContentError if the expression fails at run time."""
         try:
             result = self._compiled(answers, env)
-        except Exception as exc:  # a type clash inside fhirpathpy surfaces as a bare Exception
+        except Exception as exc:  # noqa: BLE001 - a type clash in fhirpathpy is a bare Exception
             raise ContentError(f"{self.where}: '{self.text}' failed ({exc})") from None
         return [_plain(v) for v in result]
 
     def is_true(self, answers: Mapping[str, Any], env: Mapping[str, Any]) -> bool:
         """FHIRPath truth for a rule: the result is exactly ``true`` (empty means no)."""
         return self.evaluate(answers, env) == [True]
+
+
+class _Refuse(ErrorListener):  # type: ignore[misc]
+    def syntaxError(  # noqa: N802 - antlr's name
+        self, recognizer: object, offending: object, line: int, column: int, msg: str, e: object
+    ) -> None:
+        raise ValueError(f"at character {column + 1}: {msg}")
+
+
+def _check_syntax(text: str, where: str) -> None:
+    """Refuse what fhirpathpy would quietly repair: its parser recovers from syntax errors, so
+    ``fever = `` or ``fever fever`` would load and then never fire."""
+    lexer = FHIRPathLexer(InputStream(text))
+    parser = FHIRPathParser(CommonTokenStream(lexer))
+    for recognizer in (lexer, parser):
+        recognizer.removeErrorListeners()
+        recognizer.addErrorListener(_Refuse())
+    try:
+        parser.expression()
+        if parser.getTokenStream().LA(1) != Token.EOF:
+            raise ValueError("unexpected text after the expression")
+    except ValueError as exc:
+        raise ContentError(f"{where}: '{text}' is not valid FHIRPath ({exc})") from None
 
 
 def _strip_strings(text: str) -> str:

@@ -54,7 +54,10 @@ class FormLibrary:
         self._cache: dict[str, Form] = {}
 
     def names(self) -> list[str]:
-        return sorted(p.name.removesuffix(".questionnaire.json") for p in self.folder.glob("*.questionnaire.json"))
+        return sorted(
+            p.name.removesuffix(".questionnaire.json")
+            for p in self.folder.glob("*.questionnaire.json")
+        )
 
     def languages(self) -> list[str]:
         locale = self.folder / "locale"
@@ -76,8 +79,12 @@ class FormLibrary:
             source=f"{name}.questionnaire.json",
         )
         if questionnaire.name != name:
-            raise ContentError(f"{name}.questionnaire.json: its name is '{questionnaire.name}', not '{name}'")
-        rules = parse_rules(_read_json(self.folder / f"{name}.rules.json"), source=f"{name}.rules.json")
+            raise ContentError(
+                f"{name}.questionnaire.json: its name is '{questionnaire.name}', not '{name}'"
+            )
+        rules = parse_rules(
+            _read_json(self.folder / f"{name}.rules.json"), source=f"{name}.rules.json"
+        )
         if rules.form != name:
             raise ContentError(f"{name}.rules.json: it is for form '{rules.form}', not '{name}'")
         calculations = {

@@ -158,9 +158,7 @@ def parse_questionnaire(raw: object, *, source: str) -> Questionnaire:
     )
 
 
-def _parse_items(
-    raws: object, parent: str | None, into: dict[str, Item], source: str
-) -> list[str]:
+def _parse_items(raws: object, parent: str | None, into: dict[str, Item], source: str) -> list[str]:
     if not isinstance(raws, list):
         raise ContentError(f"{source}: 'item' must be a list (under {parent or 'the root'})")
     ids = []
@@ -169,7 +167,7 @@ def _parse_items(
         if not isinstance(raw, dict):
             raise ContentError(f"{where}: an item must be an object")
         try:
-            item = _parse_item(raw, parent, into, source)
+            item = _parse_item(raw, parent)
         except (KeyError, TypeError, ValueError) as exc:
             raise ContentError(f"{where}: {_reason(exc)}") from None
         if item.link_id in into:
@@ -185,7 +183,7 @@ def _with_children(item: Item, children: tuple[str, ...]) -> Item:
     return Item(**{**item.__dict__, "children": children})
 
 
-def _parse_item(raw: dict[str, Any], parent: str | None, into: dict[str, Item], source: str) -> Item:
+def _parse_item(raw: dict[str, Any], parent: str | None) -> Item:
     item_type = raw["type"]
     if item_type not in QUESTION_TYPES | {"group", "display"}:
         raise ValueError(f"type {item_type!r} is not supported by the engine")
@@ -196,7 +194,9 @@ def _parse_item(raw: dict[str, Any], parent: str | None, into: dict[str, Item], 
     if raw.get("repeats") and item_type == "group":
         raise ValueError("repeating groups are not supported; repeat the questions instead")
     options = tuple(_coding(o["valueCoding"]) for o in raw.get("answerOption", []))
-    units = tuple(_coding(e["valueCoding"]) for e in raw.get("extension", []) if e["url"] == UNIT_OPTION)
+    units = tuple(
+        _coding(e["valueCoding"]) for e in raw.get("extension", []) if e["url"] == UNIT_OPTION
+    )
     item = Item(
         link_id=str(raw["linkId"]),
         type=item_type,
@@ -215,7 +215,9 @@ def _parse_item(raw: dict[str, Any], parent: str | None, into: dict[str, Item], 
         calculated=_expression(extensions.get(CALCULATED)),
         code=_loinc(raw.get("code", [])),
         extract=bool(extensions.get(OBSERVATION_EXTRACT, {}).get("valueBoolean", False)),
-        constraints=tuple(_constraint(e) for e in raw.get("extension", []) if e["url"] == CONSTRAINT),
+        constraints=tuple(
+            _constraint(e) for e in raw.get("extension", []) if e["url"] == CONSTRAINT
+        ),
         parent=parent,
     )
     if item.enable_behavior not in ("all", "any"):
@@ -226,12 +228,16 @@ def _parse_item(raw: dict[str, Any], parent: str | None, into: dict[str, Item], 
         raise ValueError("a choice item needs answerOption codings")
     if item_type == "quantity" and not units:
         raise ValueError("a quantity item needs at least one questionnaire-unitOption")
-    initial = tuple(_typed_value(v, item) for v in raw.get("initial", []))
+    initial = tuple(_typed_value(v) for v in raw.get("initial", []))
     return Item(**{**item.__dict__, "initial": initial})
 
 
 def _coding(raw: dict[str, Any]) -> Coding:
-    return Coding(code=str(raw["code"]), display=str(raw.get("display", raw["code"])), system=raw.get("system"))
+    return Coding(
+        code=str(raw["code"]),
+        display=str(raw.get("display", raw["code"])),
+        system=raw.get("system"),
+    )
 
 
 def _condition(raw: dict[str, Any]) -> Condition:
@@ -241,7 +247,11 @@ def _condition(raw: dict[str, Any]) -> Condition:
     answers = [k for k in raw if k.startswith("answer")]
     if len(answers) != 1:
         raise ValueError("each enableWhen needs exactly one answer[x]")
-    return Condition(question=str(raw["question"]), operator=operator, answer=_answer_x(answers[0], raw[answers[0]]))
+    return Condition(
+        question=str(raw["question"]),
+        operator=operator,
+        answer=_answer_x(answers[0], raw[answers[0]]),
+    )
 
 
 def _answer_x(key: str, value: Any) -> Value:
@@ -263,7 +273,7 @@ def _answer_x(key: str, value: Any) -> Value:
     raise ValueError(f"{key} is not supported")
 
 
-def _typed_value(raw: dict[str, Any], item: Item) -> Value:
+def _typed_value(raw: dict[str, Any]) -> Value:
     keys = [k for k in raw if k.startswith("value")]
     if len(keys) != 1:
         raise ValueError("each initial needs exactly one value[x]")
@@ -273,9 +283,12 @@ def _typed_value(raw: dict[str, Any], item: Item) -> Value:
 def _bound(ext: dict[str, Any] | None) -> int | float | date | None:
     if ext is None:
         return None
-    value = _answer_x(next(k for k in ext if k.startswith("value")), ext[next(k for k in ext if k.startswith("value"))])
+    value = _answer_x(
+        next(k for k in ext if k.startswith("value")),
+        ext[next(k for k in ext if k.startswith("value"))],
+    )
     if isinstance(value, bool) or not isinstance(value, int | float | date):
-        raise ValueError("minValue and maxValue must be integer, decimal or date")
+        raise TypeError("minValue and maxValue must be integer, decimal or date")
     return value
 
 

@@ -12,11 +12,13 @@ from datetime import date, datetime
 from typing import Any
 
 from field_app.forms.answers import in_canonical_unit
-from field_app.forms.questionnaire import LOINC, UCUM, Item, Quantity, Value
+from field_app.forms.questionnaire import UCUM, Item, Quantity, Value
 from field_app.forms.rules import Conclusions, PlannedTask
 from field_app.forms.state import CompletedForm
 
 SHORT_TEXT = 200
+# A referral carries every reason at its urgency: long enough that none is ever cut in practice.
+REFERRAL_TEXT = 1000
 # Answers of a registration form that land in the chart's demographics, by linkId.
 DEMOGRAPHIC_FIELDS = ("given", "family", "sex", "birth_date", "phone", "village", "language")
 CONSENT_PREFIX = "consent_"
@@ -46,7 +48,14 @@ def _items(completed: CompletedForm, link_ids: tuple[str, ...]) -> list[dict[str
 
 def _answer(item: Item, value: Value) -> dict[str, Any]:
     if isinstance(value, Quantity):
-        return {"valueQuantity": {"value": value.value, "unit": value.unit, "system": UCUM, "code": value.unit}}
+        return {
+            "valueQuantity": {
+                "value": value.value,
+                "unit": value.unit,
+                "system": UCUM,
+                "code": value.unit,
+            }
+        }
     if isinstance(value, bool):
         return {"valueBoolean": value}
     if isinstance(value, int):
@@ -72,7 +81,9 @@ def observations(completed: CompletedForm) -> list[dict[str, Any]]:
         for value in values:
             finding = _observation_value(item, value)
             if finding is not None:
-                found.append({"code": item.code.code, "display": item.code.display[:SHORT_TEXT]} | finding)
+                found.append(
+                    {"code": item.code.code, "display": item.code.display[:SHORT_TEXT]} | finding
+                )
     return found
 
 
@@ -104,7 +115,9 @@ def visit(
         "form": {
             "questionnaire": questionnaire.canonical,
             "language": completed.language,
-            "items": json.dumps(response_items(completed), separators=(",", ":"), ensure_ascii=False),
+            "items": json.dumps(
+                response_items(completed), separators=(",", ":"), ensure_ascii=False
+            ),
         },
     }
     if NOTE in completed.answers:
@@ -123,11 +136,17 @@ def referral(completed: CompletedForm) -> dict[str, Any] | None:
         return None
     found: dict[str, Any] = {
         "urgency": conclusions.urgency,
-        "reason": one_line([completed.text(r.reason) for r in conclusions.referral_rules], separator=" "),
-        "rules": one_line([r.id for r in conclusions.fired], separator=","),
+        "reason": one_line(
+            [completed.text(r.reason) for r in conclusions.referral_rules],
+            separator=" ",
+            limit=REFERRAL_TEXT,
+        ),
+        "rules": one_line([r.id for r in conclusions.fired], separator=",", limit=REFERRAL_TEXT),
     }
     if conclusions.danger_signs:
-        found["danger_signs"] = one_line([completed.text(d) for d in conclusions.danger_signs])
+        found["danger_signs"] = one_line(
+            [completed.text(d) for d in conclusions.danger_signs], limit=REFERRAL_TEXT
+        )
     return found
 
 

@@ -101,19 +101,27 @@ def parse_rules(raw: object, *, source: str) -> RuleSet:
         raise ContentError(f"{source}: not a rule file (format must be {RULES_FORMAT})")
     try:
         sources = {str(k): str(v) for k, v in raw["sources"].items()}
-        record = raw.get("record", "visit")
-        if record not in ("visit", "patient", "household"):
-            raise ValueError("record must be visit, patient or household")
-        rules = tuple(_rule(r, sources, source) for r in raw["rules"])
-        ids = [r.id for r in rules]
-        if len(set(ids)) != len(ids):
-            raise ValueError("two rules share an id")
+        record = _record_kind(raw.get("record", "visit"))
+        rules = _distinct(tuple(_rule(r, sources, source) for r in raw["rules"]))
         return RuleSet(str(raw["form"]), str(raw["version"]), record, sources, rules, raw)
     except ContentError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         missing = f"missing {exc.args[0]}" if isinstance(exc, KeyError) else str(exc)
         raise ContentError(f"{source}: {missing}") from None
+
+
+def _record_kind(record: object) -> RecordKind:
+    if record in ("visit", "patient", "household"):
+        return record
+    raise ValueError("record must be visit, patient or household")
+
+
+def _distinct(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    ids = [r.id for r in rules]
+    if len(set(ids)) != len(ids):
+        raise ValueError("two rules share an id")
+    return rules
 
 
 def _rule(raw: dict[str, Any], sources: Mapping[str, str], source: str) -> Rule:
@@ -124,7 +132,16 @@ def _rule(raw: dict[str, Any], sources: Mapping[str, str], source: str) -> Rule:
     referral = raw.get("referral")
     if referral is not None and referral not in URGENCIES:
         raise ContentError(f"{where}: referral must be one of {', '.join(URGENCIES)}")
-    unknown = set(raw) - {"id", "when", "source", "reason", "danger_sign", "referral", "tasks", "note"}
+    unknown = set(raw) - {
+        "id",
+        "when",
+        "source",
+        "reason",
+        "danger_sign",
+        "referral",
+        "tasks",
+        "note",
+    }
     if unknown:
         raise ContentError(f"{where}: unknown field {sorted(unknown)[0]!r}")
     return Rule(
@@ -141,7 +158,9 @@ def _rule(raw: dict[str, Any], sources: Mapping[str, str], source: str) -> Rule:
 def _task(raw: dict[str, Any], where: str) -> TaskRule:
     due_in_days, due = raw.get("due_in_days"), raw.get("due")
     if (due_in_days is None) == (due is None):
-        raise ContentError(f"{where} {raw.get('kind', '?')}: give exactly one of due_in_days and due")
+        raise ContentError(
+            f"{where} {raw.get('kind', '?')}: give exactly one of due_in_days and due"
+        )
     return TaskRule(
         kind=str(raw["kind"]),
         description=str(raw["description"]),
@@ -175,7 +194,8 @@ def _plan(
     if rule.due is not None:
         # An overdue date (a dose missed weeks ago) or none at all means: due today.
         found = rule.due.evaluate(answers, env)
-        due = max(today, _date_of(found[0])) if len(found) == 1 and _date_of(found[0]) else today
+        computed = _date_of(found[0]) if len(found) == 1 else None
+        due = max(today, computed) if computed is not None else today
     reminders = tuple(
         PlannedReminder(max(today, due - timedelta(days=r.days_before)), r.template)
         for r in rule.reminders

@@ -114,8 +114,11 @@ class FormState:
         return tuple(
             i.link_id
             for i in self.form.questionnaire.items.values()
-            if i.required and i.is_question and i.link_id in self._enabled
-            and i.link_id not in self._invalid and not self._values(i.link_id)
+            if i.required
+            and i.is_question
+            and i.link_id in self._enabled
+            and i.link_id not in self._invalid
+            and not self._values(i.link_id)
         )
 
     @property
@@ -135,7 +138,7 @@ class FormState:
 
     def complete(self) -> CompletedForm:
         """The completed form. Raises FormIncomplete listing each question that needs work."""
-        problems = {link_id: "is required" for link_id in self.missing} | self.errors
+        problems = dict.fromkeys(self.missing, "is required") | self.errors
         if problems:
             order = list(self.form.questionnaire.items)
             listed = "; ".join(f"{k}: {problems[k]}" for k in sorted(problems, key=order.index))
@@ -168,15 +171,9 @@ class FormState:
         values = list(value) if isinstance(value, list | tuple) else [value]
         self._given[link_id] = value
         try:
-            typed = tuple(read_answer(item, v) for v in values)
-            for one in typed:
-                check_limits(item, one, self.today)
-            if len(set(typed)) != len(typed):
-                raise Invalid("gives the same answer twice")
+            self._valid[link_id] = _read_all(item, values, self.today)
         except Invalid as exc:
             self._invalid[link_id] = str(exc)
-            return
-        self._valid[link_id] = typed
 
     def _values(self, link_id: str) -> tuple[Value, ...]:
         return self._calculated.get(link_id) or self._valid.get(link_id, ())
@@ -189,7 +186,9 @@ class FormState:
             if (self._enabled, self._calculated) == before:
                 break
         else:
-            raise ContentError(f"{self.form.name}: enableWhen or calculations never settle (a cycle)")
+            raise ContentError(
+                f"{self.form.name}: enableWhen or calculations never settle (a cycle)"
+            )
         self._conclusions = conclude(self.form.rules, self._context(), self._env, self.today)
 
     def _enablement(self) -> frozenset[str]:
@@ -238,6 +237,16 @@ class FormState:
             if values and item.is_question:
                 context = _with(context, item, values)
         return context
+
+
+def _read_all(item: Item, values: list[object], today: date) -> tuple[Value, ...]:
+    """Read and check every answer given to ``item``. Raises Invalid, BadAnswer."""
+    typed = tuple(read_answer(item, v) for v in values)
+    for one in typed:
+        check_limits(item, one, today)
+    if len(set(typed)) != len(typed):
+        raise Invalid("gives the same answer twice")
+    return typed
 
 
 def _with(context: dict[str, Any], item: Item, values: Iterable[Value]) -> dict[str, Any]:

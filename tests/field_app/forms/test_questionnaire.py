@@ -48,7 +48,12 @@ GOOD_RULES: list[Json] = [
 def write_content(
     folder: Path, items: list[Json] | None = None, rules: list[Json] | None = None, **rule_file: Any
 ) -> FormLibrary:
-    questionnaire = {"resourceType": "Questionnaire", "name": "f", "url": "urn:f", "version": "1"}
+    questionnaire: Json = {
+        "resourceType": "Questionnaire",
+        "name": "f",
+        "url": "urn:f",
+        "version": "1",
+    }
     rule_base: Json = {"format": "care-rules/1", "form": "f", "version": "1", "sources": {"S": "s"}}
     questionnaire["item"] = GOOD_ITEMS if items is None else items
     rule_base["rules"] = GOOD_RULES if rules is None else rules
@@ -58,7 +63,10 @@ def write_content(
 
 
 def calculated(expression: str) -> Json:
-    return {"url": CALCULATED, "valueExpression": {"language": "text/fhirpath", "expression": expression}}
+    return {
+        "url": CALCULATED,
+        "valueExpression": {"language": "text/fhirpath", "expression": expression},
+    }
 
 
 def test_good_content_loads(tmp_path: Path) -> None:
@@ -69,7 +77,11 @@ def test_good_content_loads(tmp_path: Path) -> None:
 
 
 BAD_ITEMS: list[tuple[str, list[Json], str]] = [
-    ("unknown type", [{"linkId": "a", "type": "attachment", "text": "a"}], "'attachment' is not supported"),
+    (
+        "unknown type",
+        [{"linkId": "a", "type": "attachment", "text": "a"}],
+        "'attachment' is not supported",
+    ),
     (
         "repeating group",
         [{"linkId": "g", "type": "group", "text": "g", "repeats": True, "item": GOOD_ITEMS}],
@@ -93,30 +105,71 @@ BAD_ITEMS: list[tuple[str, list[Json], str]] = [
     ),
     (
         "bad operator",
-        [*GOOD_ITEMS, {"linkId": "x", "type": "string", "text": "x", "enableWhen": [{"question": "fever", "operator": "~", "answerBoolean": True}]}],
+        [
+            *GOOD_ITEMS,
+            {
+                "linkId": "x",
+                "type": "string",
+                "text": "x",
+                "enableWhen": [{"question": "fever", "operator": "~", "answerBoolean": True}],
+            },
+        ],
         "'~' is not a FHIR R4 operator",
     ),
-    ("duplicate linkId", [*GOOD_ITEMS, {"linkId": "fever", "type": "integer", "text": "again"}], "linkId is used twice"),
     (
-        "duplicate linkId in a group",
-        [{"linkId": "g", "type": "group", "text": "g", "item": [{"linkId": "g", "type": "boolean", "text": "g"}]}],
+        "duplicate linkId",
+        [*GOOD_ITEMS, {"linkId": "fever", "type": "integer", "text": "again"}],
         "linkId is used twice",
     ),
-    ("choice without options", [{"linkId": "c", "type": "choice", "text": "c"}], "needs answerOption"),
+    (
+        "duplicate linkId in a group",
+        [
+            {
+                "linkId": "g",
+                "type": "group",
+                "text": "g",
+                "item": [{"linkId": "g", "type": "boolean", "text": "g"}],
+            }
+        ],
+        "linkId is used twice",
+    ),
+    (
+        "choice without options",
+        [{"linkId": "c", "type": "choice", "text": "c"}],
+        "needs answerOption",
+    ),
     ("quantity without units", [{"linkId": "q", "type": "quantity", "text": "q"}], "unitOption"),
     (
         "unknown extension",
-        [{"linkId": "q", "type": "integer", "text": "q", "extension": [{"url": EXT + "sliderStepValue", "valueInteger": 1}]}],
+        [
+            {
+                "linkId": "q",
+                "type": "integer",
+                "text": "q",
+                "extension": [{"url": EXT + "sliderStepValue", "valueInteger": 1}],
+            }
+        ],
         "unsupported extension",
     ),
     (
         "clock in a calculation",
-        [*GOOD_ITEMS, {"linkId": "d", "type": "integer", "text": "d", "extension": [calculated("today().day()")]}],
+        [
+            *GOOD_ITEMS,
+            {
+                "linkId": "d",
+                "type": "integer",
+                "text": "d",
+                "extension": [calculated("today().day()")],
+            },
+        ],
         "use %today",
     ),
     (
         "FHIRPath that cannot be read",
-        [*GOOD_ITEMS, {"linkId": "d", "type": "integer", "text": "d", "extension": [calculated("'open")]}],
+        [
+            *GOOD_ITEMS,
+            {"linkId": "d", "type": "integer", "text": "d", "extension": [calculated("'open")]},
+        ],
         "is not valid FHIRPath",
     ),
     ("no items", [], "has no items"),
@@ -130,7 +183,7 @@ def test_a_questionnaire_the_engine_would_misread_is_refused(
 ) -> None:
     library = write_content(tmp_path, items=items)
 
-    with pytest.raises(ContentError, match="f.questionnaire.json|f: item") as caught:
+    with pytest.raises(ContentError, match=r"f\.questionnaire\.json|f: item") as caught:
         library.get("f")
     assert message in str(caught.value)
 
@@ -150,19 +203,31 @@ BAD_RULES: list[tuple[str, list[Json], str]] = [
     ),
     (
         "task with two dues",
-        rule_with(tasks=[{"kind": "recheck", "description": "d", "due_in_days": 1, "due": "%today"}]),
+        rule_with(
+            tasks=[{"kind": "recheck", "description": "d", "due_in_days": 1, "due": "%today"}]
+        ),
         "give exactly one of due_in_days and due",
     ),
     ("duplicate rule id", [GOOD_RULES[0], GOOD_RULES[0]], "two rules share an id"),
     ("clock in a rule", rule_with(when="now() > @2025-01-01"), "use %today"),
-    ("clock in a due date", rule_with(tasks=[{"kind": "k", "description": "d", "due": "today() + 2 days"}]), "use %today"),
+    (
+        "clock in a due date",
+        rule_with(tasks=[{"kind": "k", "description": "d", "due": "today() + 2 days"}]),
+        "use %today",
+    ),
     ("unreadable FHIRPath", rule_with(when="'open"), "is not valid FHIRPath"),
-    ("rule without when", [{k: v for k, v in GOOD_RULES[0].items() if k != "when"}], "missing when"),
+    (
+        "rule without when",
+        [{k: v for k, v in GOOD_RULES[0].items() if k != "when"}],
+        "missing when",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("rules", "message"), [pytest.param(r, m, id=n) for n, r, m in BAD_RULES])
-def test_a_rule_file_with_a_mistake_is_refused(tmp_path: Path, rules: list[Json], message: str) -> None:
+def test_a_rule_file_with_a_mistake_is_refused(
+    tmp_path: Path, rules: list[Json], message: str
+) -> None:
     library = write_content(tmp_path, rules=rules)
 
     with pytest.raises(ContentError, match=r"f\.rules\.json") as caught:
@@ -178,7 +243,9 @@ def test_a_rule_file_with_a_mistake_is_refused(tmp_path: Path, rules: list[Json]
         ({"record": "clinic"}, "record must be visit, patient or household"),
     ],
 )
-def test_a_rule_file_of_another_kind_is_refused(tmp_path: Path, rule_file: Json, message: str) -> None:
+def test_a_rule_file_of_another_kind_is_refused(
+    tmp_path: Path, rule_file: Json, message: str
+) -> None:
     library = write_content(tmp_path, **rule_file)
 
     with pytest.raises(ContentError, match=r"f\.rules\.json") as caught:
@@ -189,7 +256,9 @@ def test_a_rule_file_of_another_kind_is_refused(tmp_path: Path, rule_file: Json,
 @pytest.mark.xfail(
     strict=True, reason="engine bug: fhirpathpy recovers from syntax errors, so they load"
 )
-@pytest.mark.parametrize("expression", ["fever = ", "fever fever", "(fever", "1 +* 2", "fever = 'yes"])
+@pytest.mark.parametrize(
+    "expression", ["fever = ", "fever fever", "(fever", "1 +* 2", "fever = 'yes"]
+)
 def test_fhirpath_with_a_syntax_error_is_refused_when_the_form_loads(
     tmp_path: Path, expression: str
 ) -> None:

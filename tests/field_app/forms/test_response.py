@@ -141,7 +141,12 @@ RULES: list[Json] = [
 
 def write_form(folder: Path, name: str = "f", record: str = "visit") -> FormLibrary:
     questionnaire = {"resourceType": "Questionnaire", "name": name, "url": "urn:f", "version": "2"}
-    rule_file = {"format": "care-rules/1", "form": name, "version": "2", "sources": {"S": "s"}}
+    rule_file: Json = {
+        "format": "care-rules/1",
+        "form": name,
+        "version": "2",
+        "sources": {"S": "s"},
+    }
     (folder / f"{name}.questionnaire.json").write_text(json.dumps(questionnaire | {"item": ITEMS}))
     rule_file |= {"rules": RULES, "record": record}
     (folder / f"{name}.rules.json").write_text(json.dumps(rule_file))
@@ -183,7 +188,14 @@ def test_response_items_are_the_enabled_answered_items_nested_by_group(form: For
                     "linkId": "weight",
                     "text": "Weight",
                     "answer": [
-                        {"valueQuantity": {"value": 3200.0, "unit": "g", "system": "http://unitsofmeasure.org", "code": "g"}}
+                        {
+                            "valueQuantity": {
+                                "value": 3200.0,
+                                "unit": "g",
+                                "system": "http://unitsofmeasure.org",
+                                "code": "g",
+                            }
+                        }
                     ],
                 },
                 {"linkId": "temp", "text": "Temperature", "answer": [{"valueDecimal": 38.5}]},
@@ -216,7 +228,9 @@ def test_a_kept_answer_to_a_disabled_question_is_not_in_the_response(form: Form)
     assert items[2] == {
         "linkId": "extra",
         "text": "Optional",
-        "item": [{"linkId": "note", "text": "Note", "answer": [{"valueString": "sleepy since morning"}]}],
+        "item": [
+            {"linkId": "note", "text": "Note", "answer": [{"valueString": "sleepy since morning"}]}
+        ],
     }
     assert done.conclusions.urgency is None
 
@@ -266,6 +280,7 @@ def reload_chart(settings: Settings, clock: FixedClock, patient_id: str) -> Json
 
 def test_write_form_visit_records_everything_in_one_chart_change(
     tmp_path: Path,
+    *,
     session: Session,
     settings: Settings,
     clock: FixedClock,
@@ -275,7 +290,9 @@ def test_write_form_visit_records_everything_in_one_chart_change(
     library = write_form(tmp_path)
     patient_id = add_patient(session, amina)
     heads_before = session.store.get_chart(patient_id).heads
-    state = start_form(session.store, library, patient_id, "f", language="en", zone="Africa/Nairobi")
+    state = start_form(
+        session.store, library, patient_id, "f", language="en", zone="Africa/Nairobi"
+    )
     state.answer_all(FEVERISH)
 
     visit = write_form_visit(session.store, patient_id, state, zone="Africa/Nairobi")
@@ -291,7 +308,11 @@ def test_write_form_visit_records_everything_in_one_chart_change(
     assert encounter["form"]["questionnaire"] == "urn:f|2"
     assert json.loads(encounter["form"]["items"]) == response_items(visit.completed)
     assert sorted(o["code"] for o in encounter["observations"].values()) == [
-        "29463-7", "45701-0", "75325-1", "75325-1", "8310-5",
+        "29463-7",
+        "45701-0",
+        "75325-1",
+        "75325-1",
+        "8310-5",
     ]
     (referral,) = stored["referrals"].values()
     assert referral["urgency"] == "emergency"
@@ -305,7 +326,10 @@ def test_write_form_visit_records_everything_in_one_chart_change(
     (reminder,) = tasks["recheck"]["reminders"].values()
     assert reminder == {"send_on": "2025-03-03", "template": "followup_due", "language": "en"}
     assert row_counts() == (1, 2)
-    assert {t["kind"] for t in session.store.tasks_due("2025-12-31")} == {"referral_check", "recheck"}
+    assert {t["kind"] for t in session.store.tasks_due("2025-12-31")} == {
+        "referral_check",
+        "recheck",
+    }
 
 
 def test_a_visit_without_findings_writes_no_referral_and_no_tasks(
@@ -334,6 +358,7 @@ def test_a_visit_without_findings_writes_no_referral_and_no_tasks(
 )
 def test_an_incomplete_form_writes_nothing(
     tmp_path: Path,
+    *,
     session: Session,
     amina: Json,
     answers: Json,
@@ -343,7 +368,9 @@ def test_an_incomplete_form_writes_nothing(
     library = write_form(tmp_path)
     patient_id = add_patient(session, amina)
     bytes_before, heads_before = chart_doc(patient_id), session.store.get_chart(patient_id).heads
-    state = start_form(session.store, library, patient_id, "f", language="en", zone="Africa/Nairobi")
+    state = start_form(
+        session.store, library, patient_id, "f", language="en", zone="Africa/Nairobi"
+    )
     state.answer_all(answers)
 
     with pytest.raises(FormIncomplete):
@@ -360,7 +387,9 @@ def test_a_registration_form_is_not_written_as_a_visit(
     library = write_form(tmp_path, name="reg", record="patient")
     patient_id = add_patient(session, amina)
     before = chart_doc(patient_id)
-    state = start_form(session.store, library, patient_id, "reg", language="en", zone="Africa/Nairobi")
+    state = start_form(
+        session.store, library, patient_id, "reg", language="en", zone="Africa/Nairobi"
+    )
     state.answer_all({"weight": 60, "fever": False})
 
     with pytest.raises(BadAnswer, match="registers a patient"):
@@ -376,8 +405,14 @@ def test_start_form_gives_the_expressions_the_patient_and_the_local_day(
     patient_id = add_patient(session, amina)
 
     # 08:30 on 1 March in UTC is 22:30 on 28 February in Honolulu.
-    state = start_form(session.store, library, patient_id, "f", language="sw", zone="Pacific/Honolulu")
+    state = start_form(
+        session.store, library, patient_id, "f", language="sw", zone="Pacific/Honolulu"
+    )
 
     assert state.today == date(2025, 2, 28)
     assert state.language == "sw"
-    assert state._env["patient"]["birth_date"] == amina["birth_date"]
+    assert state._env["patient"] == {
+        "birth_date": amina["birth_date"],
+        "sex": "female",
+        "village": amina["village"],
+    }

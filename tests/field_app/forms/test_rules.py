@@ -85,7 +85,12 @@ def test_the_referral_gives_the_reasons_at_its_urgency_on_one_line(tmp_path: Pat
     rules = [
         rule("fever", "fever = true", referral="routine", reason="Fever"),
         rule("cough", "cough_days >= 14", referral="urgent", reason="Long\n  cough"),
-        rule("both", "fever = true and cough_days >= 14", referral="urgent", reason="Fever   and cough"),
+        rule(
+            "both",
+            "fever = true and cough_days >= 14",
+            referral="urgent",
+            reason="Fever   and cough",
+        ),
         rule("again", "cough_days >= 20", referral="urgent", reason="Long cough"),
         rule("convulsing", "convulsing = true", danger_sign="Convulsions", reason="Fits"),
     ]
@@ -105,7 +110,8 @@ def test_the_referral_gives_the_reasons_at_its_urgency_on_one_line(tmp_path: Pat
 
 def test_a_long_referral_reason_is_cut_at_a_whole_reason(tmp_path: Path) -> None:
     rules = [
-        rule(f"r{i}", "fever = true", referral="urgent", reason=f"{i} " + "x" * 60) for i in range(5)
+        rule(f"r{i}", "fever = true", referral="urgent", reason=f"{i} " + "x" * 60)
+        for i in range(5)
     ]
     completed = filled(write_form(tmp_path, rules), fever=True).complete()
 
@@ -124,7 +130,11 @@ def test_no_referral_when_no_rule_refers(tmp_path: Path) -> None:
 
 def test_tasks_of_the_same_kind_keep_the_earliest_due_date(tmp_path: Path) -> None:
     rules = [
-        rule("a", "fever = true", tasks=[task("recheck", due_in_days=7), task("visit", due_in_days=30)]),
+        rule(
+            "a",
+            "fever = true",
+            tasks=[task("recheck", due_in_days=7), task("visit", due_in_days=30)],
+        ),
         rule("b", "cough_days > 0", tasks=[task("recheck", due_in_days=2)]),
         rule("c", "cough_days > 5", tasks=[task("recheck", due_in_days=3)]),
     ]
@@ -169,7 +179,13 @@ def test_a_reminder_is_sent_days_before_the_task(
     tmp_path: Path, due_in_days: int, days_before: int, send_on: date
 ) -> None:
     reminder = {"template": "followup_due", "days_before": days_before}
-    rules = [rule("r", "fever = true", tasks=[task("recheck", due_in_days=due_in_days, reminders=[reminder])])]
+    rules = [
+        rule(
+            "r",
+            "fever = true",
+            tasks=[task("recheck", due_in_days=due_in_days, reminders=[reminder])],
+        )
+    ]
     state = filled(write_form(tmp_path, rules), fever=True)
 
     (planned,) = state.conclusions.tasks
@@ -184,5 +200,5 @@ def test_rules_are_evaluated_again_after_every_answer(tmp_path: Path) -> None:
 
     state.answer("convulsing", None)
 
-    assert state.conclusions.danger_signs == ()
+    assert not state.conclusions.danger_signs
     assert state.conclusions.urgency is None

@@ -48,7 +48,10 @@ def limits(kind: str, low: object = None, high: object = None) -> list[Json]:
 
 def calculated(expression: str) -> list[Json]:
     return [
-        {"url": CALCULATED, "valueExpression": {"language": "text/fhirpath", "expression": expression}}
+        {
+            "url": CALCULATED,
+            "valueExpression": {"language": "text/fhirpath", "expression": expression},
+        }
     ]
 
 
@@ -116,7 +119,9 @@ def _operator_cases() -> list[Any]:
             for given, value in givens:
                 expected = OPERATORS[op](value, compared)
                 name = f"{kind} {given!r} {op} {condition!r}"
-                cases.append(pytest.param(kind, extension, key, condition, op, given, expected, id=name))
+                cases.append(
+                    pytest.param(kind, extension, key, condition, op, given, expected, id=name)
+                )
     return cases
 
 
@@ -125,6 +130,7 @@ def _operator_cases() -> list[Any]:
 )
 def test_enable_when_operator(
     tmp_path: Path,
+    *,
     kind: str,
     extension: list[Json],
     key: str,
@@ -136,7 +142,12 @@ def test_enable_when_operator(
     source: Json = {"linkId": "src", "type": kind, "text": "s", "extension": extension}
     if kind == "choice":
         source = {"linkId": "src", "type": kind, "text": "s", "answerOption": extension}
-    target = {"linkId": "t", "type": "string", "text": "t", "enableWhen": [when("src", op, key, condition)]}
+    target = {
+        "linkId": "t",
+        "type": "string",
+        "text": "t",
+        "enableWhen": [when("src", op, key, condition)],
+    }
     state = state_of(write_form(tmp_path, [source, target]))
 
     state.answer("src", given)
@@ -237,13 +248,13 @@ def test_a_disabled_group_disables_its_children_and_their_dependants(tmp_path: P
 
     assert not {"g", "child", "dep"} & state.enabled
     assert state.value("child") == ()
-    assert state.missing == ()
+    assert not state.missing
 
 
 def test_an_answer_to_a_disabled_question_is_kept_but_unused_until_re_enabled(
     tmp_path: Path,
 ) -> None:
-    items = [
+    items: list[Json] = [
         {"linkId": "has", "type": "boolean", "text": "h"},
         {
             "linkId": "n",
@@ -264,7 +275,7 @@ def test_an_answer_to_a_disabled_question_is_kept_but_unused_until_re_enabled(
     assert state.given("n") == 10
     assert state.value("n") == ()
     assert state.value("double") == ()
-    assert state.conclusions.fired == ()
+    assert not state.conclusions.fired
     assert "n" not in state.complete().answers
     assert "double" not in state.complete().answers
 
@@ -291,10 +302,20 @@ def test_not_equal_with_no_answer_is_true(tmp_path: Path) -> None:
 
 
 def test_an_answer_to_a_disabled_question_does_not_enable_others(tmp_path: Path) -> None:
-    items = [
+    items: list[Json] = [
         {"linkId": "a", "type": "boolean", "text": "a"},
-        {"linkId": "b", "type": "integer", "text": "b", "enableWhen": [when("a", "=", "answerBoolean", True)]},
-        {"linkId": "c", "type": "string", "text": "c", "enableWhen": [when("b", ">", "answerInteger", 1)]},
+        {
+            "linkId": "b",
+            "type": "integer",
+            "text": "b",
+            "enableWhen": [when("a", "=", "answerBoolean", True)],
+        },
+        {
+            "linkId": "c",
+            "type": "string",
+            "text": "c",
+            "enableWhen": [when("b", ">", "answerInteger", 1)],
+        },
     ]
     state = state_of(write_form(tmp_path, items))
     state.answer_all({"a": True, "b": 5})
@@ -329,7 +350,7 @@ def test_a_long_chain_of_enable_when_settles_in_one_answers_file(tmp_path: Path)
 
 
 def test_initial_values_are_answers_until_changed_or_cleared(tmp_path: Path) -> None:
-    items = [
+    items: list[Json] = [
         {"linkId": "b", "type": "boolean", "text": "b", "initial": [{"valueBoolean": False}]},
         {
             "linkId": "c",
@@ -346,13 +367,19 @@ def test_initial_values_are_answers_until_changed_or_cleared(tmp_path: Path) -> 
             "answerOption": options("x", "y", "z"),
             "initial": [{"valueCoding": {"code": "x"}}, {"valueCoding": {"code": "z"}}],
         },
-        {"linkId": "i", "type": "integer", "text": "i", "required": True, "initial": [{"valueInteger": 7}]},
+        {
+            "linkId": "i",
+            "type": "integer",
+            "text": "i",
+            "required": True,
+            "initial": [{"valueInteger": 7}],
+        },
     ]
     state = state_of(write_form(tmp_path, items))
     assert state.value("b") == (False,)
     assert state.value("c") == ("y",)
     assert state.value("r") == ("x", "z")
-    assert state.missing == ()
+    assert not state.missing
 
     state.answer("c", "x")
     state.answer("i", None)
@@ -362,7 +389,7 @@ def test_initial_values_are_answers_until_changed_or_cleared(tmp_path: Path) -> 
 
 
 def test_a_question_is_required_only_while_enabled(tmp_path: Path) -> None:
-    items = [
+    items: list[Json] = [
         {"linkId": "gate", "type": "boolean", "text": "g", "required": True},
         {
             "linkId": "detail",
@@ -382,7 +409,7 @@ def test_a_question_is_required_only_while_enabled(tmp_path: Path) -> None:
     assert caught.value.problems == {"detail": "is required"}
 
     state.answer("gate", False)
-    assert state.missing == ()
+    assert not state.missing
     assert state.complete().answers == {"gate": (False,)}
 
 
@@ -394,12 +421,32 @@ def test_a_question_is_required_only_while_enabled(tmp_path: Path) -> None:
     [
         ({"type": "integer", "extension": limits("Integer", 0, 10)}, 11, "must be at most 10"),
         ({"type": "integer", "extension": limits("Integer", 0, 10)}, "-1", "must be at least 0"),
-        ({"type": "decimal", "extension": limits("Decimal", 35.0, 42.5)}, 42.6, "must be at most 42.5"),
-        ({"type": "decimal", "extension": limits("Decimal", 35.0, 42.5)}, "34,9", "must be at least 35"),
-        ({"type": "date", "extension": limits("Date", "2020-01-01")}, "2019-12-31", "must be at least 2020-01-01"),
-        ({"type": "date", "extension": limits("Date", None, "2026-12-31")}, "2027-01-01", "must be at most 2026-12-31"),
+        (
+            {"type": "decimal", "extension": limits("Decimal", 35.0, 42.5)},
+            42.6,
+            "must be at most 42.5",
+        ),
+        (
+            {"type": "decimal", "extension": limits("Decimal", 35.0, 42.5)},
+            "34,9",
+            "must be at least 35",
+        ),
+        (
+            {"type": "date", "extension": limits("Date", "2020-01-01")},
+            "2019-12-31",
+            "must be at least 2020-01-01",
+        ),
+        (
+            {"type": "date", "extension": limits("Date", None, "2026-12-31")},
+            "2027-01-01",
+            "must be at most 2026-12-31",
+        ),
         ({"type": "date"}, "2025-03-02", "cannot be in the future"),
-        ({"type": "string", "extension": [{"url": EXT + "minLength", "valueInteger": 3}]}, "ab", "must be at least 3 characters"),
+        (
+            {"type": "string", "extension": [{"url": EXT + "minLength", "valueInteger": 3}]},
+            "ab",
+            "must be at least 3 characters",
+        ),
         ({"type": "string", "maxLength": 4}, "abcde", "must be at most 4 characters"),
         ({"type": "text", "maxLength": 4}, "ab\ncd", "must be at most 4 characters"),
     ],
@@ -426,11 +473,17 @@ def test_a_value_outside_the_limits_is_invalid_with_a_message_that_hides_it(
     [
         ({"type": "integer", "extension": limits("Integer", 0, 10)}, "10", 10),
         ({"type": "decimal", "extension": limits("Decimal", 35.0, 42.5)}, 35, 35.0),
-        ({"type": "date", "extension": limits("Date", None, "2026-12-31")}, "2026-12-31", date(2026, 12, 31)),
+        (
+            {"type": "date", "extension": limits("Date", None, "2026-12-31")},
+            "2026-12-31",
+            date(2026, 12, 31),
+        ),
         ({"type": "string", "maxLength": 4}, "  abcd ", "abcd"),
     ],
 )
-def test_a_value_on_a_limit_is_valid(tmp_path: Path, item: Json, given: object, expected: object) -> None:
+def test_a_value_on_a_limit_is_valid(
+    tmp_path: Path, item: Json, given: object, expected: object
+) -> None:
     state = state_of(write_form(tmp_path, [{"linkId": "q", "text": "q"} | item]))
 
     state.answer("q", given)
@@ -447,11 +500,19 @@ def test_a_value_on_a_limit_is_valid(tmp_path: Path, item: Json, given: object, 
         (("kg", "g"), 0.5, 10.0, {"value": 400, "unit": "g"}, None, "must be at least 0.5"),
         (("cm", "mm"), 40.0, 120.0, {"value": 650, "unit": "mm"}, 65.0, None),
         (("cm", "mm"), 40.0, 120.0, {"value": 1250, "unit": "mm"}, None, "must be at most 120"),
-        (("cm", "mm"), 40.0, 120.0, {"value": 65, "unit": "kg"}, None, "unit must be one of cm, mm"),
+        (
+            ("cm", "mm"),
+            40.0,
+            120.0,
+            {"value": 65, "unit": "kg"},
+            None,
+            "unit must be one of cm, mm",
+        ),
     ],
 )
 def test_a_quantity_in_another_unit_is_converted_for_limits_and_rules(
     tmp_path: Path,
+    *,
     unit_codes: tuple[str, str],
     low: float,
     high: float,
@@ -459,7 +520,7 @@ def test_a_quantity_in_another_unit_is_converted_for_limits_and_rules(
     canonical: float | None,
     reason: str | None,
 ) -> None:
-    item = {"linkId": "q", "type": "quantity", "text": "q", "extension": units(*unit_codes)}
+    item: Json = {"linkId": "q", "type": "quantity", "text": "q", "extension": units(*unit_codes)}
     item["extension"] += limits("Decimal", low, high)
     form = write_form(tmp_path, [item], [rule("small", "q < 70")])
     state = state_of(form)
@@ -472,7 +533,7 @@ def test_a_quantity_in_another_unit_is_converted_for_limits_and_rules(
         assert [r.id for r in state.conclusions.fired] == (["small"] if canonical < 70 else [])  # type: ignore[operator]
     else:
         assert state.errors == {"q": reason}
-        assert state.conclusions.fired == ()
+        assert not state.conclusions.fired
 
 
 def test_a_bare_number_for_a_quantity_is_in_its_first_unit(tmp_path: Path) -> None:
@@ -538,7 +599,13 @@ def test_odd_inputs_are_invalid_answers_not_crashes(
 
 
 def test_a_repeating_question_takes_a_list_without_duplicates(tmp_path: Path) -> None:
-    item = {"linkId": "r", "type": "choice", "text": "r", "repeats": True, "answerOption": options("a", "b", "c")}
+    item = {
+        "linkId": "r",
+        "type": "choice",
+        "text": "r",
+        "repeats": True,
+        "answerOption": options("a", "b", "c"),
+    }
     form = write_form(tmp_path, [item], [rule("has_b", "r contains 'b'")])
     state = state_of(form)
 
@@ -548,7 +615,7 @@ def test_a_repeating_question_takes_a_list_without_duplicates(tmp_path: Path) ->
 
     state.answer("r", ["a", "a"])
     assert state.errors == {"r": "gives the same answer twice"}
-    assert state.conclusions.fired == ()
+    assert not state.conclusions.fired
 
     state.answer("r", "c")
     assert state.value("r") == ("c",)
@@ -562,7 +629,9 @@ def test_a_repeating_question_takes_a_list_without_duplicates(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("given", [[1, 2], (1,), {"value": 1}])
-def test_a_list_or_object_for_a_single_answer_is_a_caller_bug(tmp_path: Path, given: object) -> None:
+def test_a_list_or_object_for_a_single_answer_is_a_caller_bug(
+    tmp_path: Path, given: object
+) -> None:
     state = state_of(write_form(tmp_path, [{"linkId": "q", "type": "integer", "text": "q"}]))
 
     with pytest.raises(BadAnswer, match="q"):
@@ -573,7 +642,7 @@ def test_a_list_or_object_for_a_single_answer_is_a_caller_bug(tmp_path: Path, gi
     strict=True, reason="engine bug: a refused answer clears the old one without re-evaluating"
 )
 def test_a_refused_answer_leaves_the_state_as_it_was(tmp_path: Path) -> None:
-    items = [
+    items: list[Json] = [
         {"linkId": "n", "type": "integer", "text": "n"},
         {"linkId": "double", "type": "integer", "text": "d", "extension": calculated("n * 2")},
     ]
@@ -589,8 +658,13 @@ def test_a_refused_answer_leaves_the_state_as_it_was(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("link_id", ["nosuch", "g", "note", "double"])
 def test_only_questions_a_person_answers_take_answers(tmp_path: Path, link_id: str) -> None:
-    items = [
-        {"linkId": "g", "type": "group", "text": "g", "item": [{"linkId": "n", "type": "integer", "text": "n"}]},
+    items: list[Json] = [
+        {
+            "linkId": "g",
+            "type": "group",
+            "text": "g",
+            "item": [{"linkId": "n", "type": "integer", "text": "n"}],
+        },
         {"linkId": "note", "type": "display", "text": "read this"},
         {"linkId": "double", "type": "integer", "text": "d", "extension": calculated("n * 2")},
     ]
@@ -637,14 +711,19 @@ def test_age_in_months_from_the_birth_date(
 
 
 def test_age_is_empty_without_a_birth_date(tmp_path: Path) -> None:
-    item = {"linkId": "age", "type": "integer", "text": "a", "extension": calculated("%patient.birth_date.monthsTo(%today)")}
+    item = {
+        "linkId": "age",
+        "type": "integer",
+        "text": "a",
+        "extension": calculated("%patient.birth_date.monthsTo(%today)"),
+    }
     form = write_form(tmp_path, [item, {"linkId": "x", "type": "boolean", "text": "x"}])
 
     assert state_of(form).value("age") == ()
 
 
 def test_bmi_from_weight_and_height_in_any_unit(tmp_path: Path) -> None:
-    items = [
+    items: list[Json] = [
         {"linkId": "weight", "type": "quantity", "text": "w", "extension": units("kg", "g")},
         {"linkId": "height", "type": "quantity", "text": "h", "extension": units("cm", "m")},
         {
@@ -665,16 +744,23 @@ def test_bmi_from_weight_and_height_in_any_unit(tmp_path: Path) -> None:
 
     state.answer("weight", {"value": 70000, "unit": "g"})
     assert state.value("bmi") == (27.3,)
-    assert state.conclusions.fired == ()
+    assert not state.conclusions.fired
 
 
 @pytest.mark.parametrize(
     ("lmp", "weeks"), [("2025-03-01", 0), ("2025-02-23", 0), ("2025-02-22", 1), ("2024-06-01", 39)]
 )
-def test_gestational_age_in_weeks_from_the_last_period(tmp_path: Path, lmp: str, weeks: int) -> None:
-    items = [
+def test_gestational_age_in_weeks_from_the_last_period(
+    tmp_path: Path, lmp: str, weeks: int
+) -> None:
+    items: list[Json] = [
         {"linkId": "lmp", "type": "date", "text": "l"},
-        {"linkId": "ga", "type": "integer", "text": "g", "extension": calculated("lmp.weeksTo(%today)")},
+        {
+            "linkId": "ga",
+            "type": "integer",
+            "text": "g",
+            "extension": calculated("lmp.weeksTo(%today)"),
+        },
     ]
     state = state_of(write_form(tmp_path, items))
 
@@ -685,7 +771,7 @@ def test_gestational_age_in_weeks_from_the_last_period(tmp_path: Path, lmp: str,
 
 
 def test_a_calculation_that_fails_at_run_time_is_a_content_error(tmp_path: Path) -> None:
-    items = [
+    items: list[Json] = [
         {"linkId": "s", "type": "string", "text": "s"},
         {"linkId": "bad", "type": "integer", "text": "b", "extension": calculated("s + 1")},
     ]

@@ -12,10 +12,10 @@ A vector file ``vectors/FORM.json``::
                   "danger_signs": ["English label", ...],
                   "tasks": [{"kind": "...", "due": "2026-11-22"}],
                   "calculated": {"linkId": value},
-                  "incomplete": ["linkId", ...]}}]}
+                  "incomplete": ["linkId", ...], "tasks_exact": true}}]}
 
 ``fired``, ``not_fired``, ``tasks`` and ``calculated`` list what must (or must not) be there;
-``urgency`` and ``danger_signs`` must match exactly. Every case must also complete, unless it
+``urgency`` and ``danger_signs`` must match exactly, and ``tasks`` too with ``tasks_exact``. Every case must also complete, unless it
 lists ``incomplete``: exactly the questions the form must refuse to complete without.
 """
 
@@ -72,6 +72,8 @@ def test_vector(form_name: str, case: dict[str, Any]) -> None:
     tasks = {(t.kind, t.due.isoformat()) for t in state.conclusions.tasks}
     for task in expect.get("tasks", []):
         assert (task["kind"], task["due"]) in tasks, tasks
+    if expect.get("tasks_exact"):
+        assert tasks == {(t["kind"], t["due"]) for t in expect["tasks"]}
     for link_id, value in expect.get("calculated", {}).items():
         assert [_plain(v) for v in state.value(link_id)] == [value]
     if "incomplete" in expect:
