@@ -9,14 +9,15 @@ kept so the screen can show it with the reason, and it blocks completion.
 from __future__ import annotations
 
 import math
-from datetime import date
+import re
+from datetime import date, datetime
 from typing import Any
 
 from field_app.errors import BadAnswer
 from field_app.forms.questionnaire import Item, Quantity, Value
 
 # Linear factors to each unit's base, for quantity items offering more than one unit.
-_UNIT_FACTORS = {
+UNIT_FACTORS = {
     "mm": ("m", 0.001),
     "cm": ("m", 0.01),
     "m": ("m", 1.0),
@@ -24,6 +25,9 @@ _UNIT_FACTORS = {
     "kg": ("kg", 1.0),
     "[lb_av]": ("kg", 0.45359237),
 }
+
+
+EARLIEST_YEAR = 1900
 
 
 class Invalid(ValueError):
@@ -80,8 +84,8 @@ def in_canonical_unit(item: Item, quantity: Quantity) -> float:
     canonical = item.units[0].code
     if quantity.unit == canonical:
         return quantity.value
-    _, factor = _UNIT_FACTORS[quantity.unit]
-    _, canonical_factor = _UNIT_FACTORS[canonical]
+    _, factor = UNIT_FACTORS[quantity.unit]
+    _, canonical_factor = UNIT_FACTORS[canonical]
     return round(quantity.value * factor / canonical_factor, 6)
 
 
@@ -110,7 +114,7 @@ def _integer(raw: object) -> int:
         return raw
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+    if isinstance(raw, str) and re.fullmatch(r"-?[0-9]{1,12}", raw.strip(), flags=re.ASCII):
         return int(raw.strip())
     raise Invalid("must be a whole number")
 
@@ -119,7 +123,10 @@ def _decimal(raw: object) -> float:
     if isinstance(raw, bool):
         raise Invalid("must be a number")
     if isinstance(raw, int | float):
-        number = float(raw)
+        try:
+            number = float(raw)
+        except OverflowError:
+            raise Invalid("must be a number") from None
     elif isinstance(raw, str):
         try:
             number = float(raw.strip().replace(",", "."))
@@ -144,14 +151,22 @@ def _text(item: Item, raw: object) -> str:
 
 
 def _date(raw: object) -> date:
-    if isinstance(raw, date):
-        return raw
-    if isinstance(raw, str):
+    day = None
+    if isinstance(raw, datetime):
+        day = raw.date()
+    elif isinstance(raw, date):
+        day = raw
+    elif isinstance(raw, str):
         try:
-            return date.fromisoformat(raw.strip())
+            day = date.fromisoformat(raw.strip())
         except ValueError:
-            pass
-    raise Invalid("must be a date like 2026-03-31")
+            day = None
+    if day is None:
+        raise Invalid("must be a date like 2026-03-31")
+    # A year typed short (0202 for 2022) is a slip, not a date anyone was born or seen on.
+    if day.year < EARLIEST_YEAR:
+        raise Invalid(f"must be in {EARLIEST_YEAR} or later")
+    return day
 
 
 def _choice(item: Item, raw: object) -> str:
@@ -170,6 +185,6 @@ def _quantity(item: Item, raw: Any) -> Quantity:
         value, unit = raw.get("value"), raw.get("unit", raw.get("code", item.units[0].code))
     else:
         value, unit = raw, item.units[0].code
-    if unit not in {u.code for u in item.units}:
+    if not isinstance(unit, str) or unit not in {u.code for u in item.units}:
         raise Invalid(f"unit must be one of {', '.join(u.code for u in item.units)}")
     return Quantity(_decimal(value), str(unit))

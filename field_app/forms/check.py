@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from field_app.errors import ContentError
+from field_app.forms.answers import UNIT_FACTORS
 from field_app.forms.expressions import Expression
 from field_app.forms.library import Form, FormLibrary
 from field_app.forms.questionnaire import Condition, Item, Quantity, Value
@@ -117,6 +118,8 @@ def _structure(form: Form) -> list[tuple[str, str]]:
             found.append((where, f"a {item.type} answer cannot become an Observation"))
         if item.children and item.is_question:
             found.append((where, "questions cannot hold items; put follow-up questions in a group"))
+        if any(not _convertible(u.code, item.units[0].code) for u in item.units[1:]):
+            found.append((where, "each unit must convert to the first (mm/cm/m, g/kg/[lb_av])"))
         if item.required and not item.is_question:
             found.append((where, f"a {item.type} item cannot be required"))
     found += [
@@ -132,6 +135,11 @@ def _structure(form: Form) -> list[tuple[str, str]]:
             and link_id.removeprefix(CONSENT_PREFIX) not in CONSENT_SCOPES
         ]
     return found
+
+
+def _convertible(unit: str, canonical: str) -> bool:
+    factors = UNIT_FACTORS.get(unit), UNIT_FACTORS.get(canonical)
+    return factors[0] is not None and factors[1] is not None and factors[0][0] == factors[1][0]
 
 
 def _condition_problem(item: Item, condition: Condition, items: dict[str, Item]) -> str | None:

@@ -19,8 +19,6 @@ from field_app.forms.library import Form
 from field_app.forms.questionnaire import Condition, Item, Quantity, Value
 from field_app.forms.rules import Conclusions, conclude
 
-_MAX_ROUNDS = 8
-
 
 @dataclass(frozen=True)
 class CompletedForm:
@@ -75,9 +73,17 @@ class FormState:
         self._refresh()
 
     def answer_all(self, answers: Mapping[str, object]) -> None:
-        """Give many answers at once (an answers file), re-evaluating once at the end."""
-        for link_id, value in answers.items():
-            self._set(self._question(link_id), value)
+        """Give many answers at once (an answers file), re-evaluating once at the end.
+
+        Raises BadAnswer for the first impossible answer, and then none of them is kept.
+        """
+        saved = (dict(self._given), dict(self._valid), dict(self._invalid))
+        try:
+            for link_id, value in answers.items():
+                self._set(self._question(link_id), value)
+        except BadAnswer:
+            self._given, self._valid, self._invalid = saved
+            raise
         self._refresh()
 
     # -- what the screen shows ----------------------------------------------------------------
@@ -161,25 +167,37 @@ class FormState:
         return item
 
     def _set(self, item: Item, value: object) -> None:
+        """Record one answer. A BadAnswer leaves the state exactly as it was."""
         link_id = item.link_id
-        for store in (self._given, self._valid, self._invalid):
-            store.pop(link_id, None)
-        if value is None or value == []:
-            return
+        if isinstance(value, list | tuple) and not value:
+            value = None  # an empty list clears, like None
         if isinstance(value, list | tuple) and not item.repeats:
             raise BadAnswer(f"{link_id}: this question takes one answer, not a list")
-        values = list(value) if isinstance(value, list | tuple) else [value]
-        self._given[link_id] = value
+        values = (
+            [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
+        )
+        typed: tuple[Value, ...] = ()
+        problem = None
         try:
-            self._valid[link_id] = _read_all(item, values, self.today)
+            typed = _read_all(item, values, self.today)
         except Invalid as exc:
-            self._invalid[link_id] = str(exc)
+            problem = str(exc)
+        for store in (self._given, self._valid, self._invalid):
+            store.pop(link_id, None)
+        if not values:
+            return
+        self._given[link_id] = value
+        if problem is not None:
+            self._invalid[link_id] = problem
+        else:
+            self._valid[link_id] = typed
 
     def _values(self, link_id: str) -> tuple[Value, ...]:
         return self._calculated.get(link_id) or self._valid.get(link_id, ())
 
     def _refresh(self) -> None:
-        for _ in range(_MAX_ROUNDS):
+        # Each round settles at least one more level of items that depend on others.
+        for _ in range(len(self.form.questionnaire.items) + 1):
             before = (self._enabled, dict(self._calculated))
             self._enabled = self._enablement()
             self._calculate()
@@ -192,28 +210,38 @@ class FormState:
         self._conclusions = conclude(self.form.rules, self._context(), self._env, self.today)
 
     def _enablement(self) -> frozenset[str]:
+        # Items earlier in the form are decided in this pass; later ones use the last pass.
         enabled: set[str] = set()
+        decided: set[str] = set()
         for item in self.form.questionnaire.items.values():
+            decided.add(item.link_id)
             if item.parent is not None and item.parent not in enabled:
                 continue
-            if self._conditions_hold(item):
+            if self._conditions_hold(item, enabled, decided):
                 enabled.add(item.link_id)
         return frozenset(enabled)
 
-    def _conditions_hold(self, item: Item) -> bool:
+    def _conditions_hold(self, item: Item, enabled: set[str], decided: set[str]) -> bool:
         if not item.enable_when:
             return True
-        results = (self._holds(c) for c in item.enable_when)
+        results = (self._holds(c, enabled, decided) for c in item.enable_when)
         return all(results) if item.enable_behavior == "all" else any(results)
 
-    def _holds(self, condition: Condition) -> bool:
-        # Answers of a disabled question do not count (FHIR R4), using last round's enablement.
-        values = self._values(condition.question) if condition.question in self._enabled else ()
+    def _holds(self, condition: Condition, enabled: set[str], decided: set[str]) -> bool:
+        # Answers of a disabled question do not count (FHIR R4).
+        source = self.form.questionnaire.items.get(condition.question)
+        question = condition.question
+        shown = question in enabled if question in decided else question in self._enabled
+        values = self._values(condition.question) if source is not None and shown else ()
         if condition.operator == "exists":
             return bool(values) == condition.answer
+        other = condition.answer
+        if source is not None and source.type == "quantity":
+            values = tuple(_canonical(source, v) for v in values)
+            other = _canonical(source, other)
         if condition.operator == "!=":
-            return not any(_compare(v, condition.answer) == 0 for v in values)
-        return any(_test(condition.operator, _compare(v, condition.answer)) for v in values)
+            return not any(_compare(v, other) == 0 for v in values)
+        return any(_test(condition.operator, _compare(v, other)) for v in values)
 
     def _calculate(self) -> None:
         context = self._context()
@@ -263,6 +291,13 @@ def _plain(item: Item, value: Value) -> object:
         return in_canonical_unit(item, value)
     if isinstance(value, date):
         return value.isoformat()
+    return value
+
+
+def _canonical(item: Item, value: Value) -> Value:
+    """A quantity in the item's canonical unit, so 2000 g and 2 kg compare equal."""
+    if isinstance(value, Quantity) and value.unit in {u.code for u in item.units}:
+        return Quantity(in_canonical_unit(item, value), item.units[0].code)
     return value
 
 
