@@ -24,6 +24,7 @@ test: lint unit
 bench: setup
 	$(PY) -m benchmarks store --json benchmarks/results/store.json
 	$(PY) -m benchmarks sync --json benchmarks/results/sync.json
+	$(PY) -m benchmarks forms --json benchmarks/results/forms.json
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -23,8 +23,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from antlr4 import CommonTokenStream, InputStream, Token
-from antlr4.error.ErrorListener import ErrorListener
+from antlr4 import CommonTokenStream, InputStream, Token  # type: ignore[import-untyped]
+from antlr4.error.ErrorListener import ErrorListener  # type: ignore[import-untyped]
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
@@ -107,7 +107,7 @@ class Expression:
 
 
 class _Refuse(ErrorListener):  # type: ignore[misc]
-    def syntaxError(  # noqa: N802 - antlr's name
+    def syntaxError(  # noqa: N802, PLR0917 - antlr's name and signature
         self, recognizer: object, offending: object, line: int, column: int, msg: str, e: object
     ) -> None:
         raise ValueError(f"at character {column + 1}: {msg}")
@@ -123,10 +123,10 @@ def _check_syntax(text: str, where: str) -> None:
         recognizer.addErrorListener(_Refuse())
     try:
         parser.expression()
-        if parser.getTokenStream().LA(1) != Token.EOF:
-            raise ValueError("unexpected text after the expression")
     except ValueError as exc:
         raise ContentError(f"{where}: '{text}' is not valid FHIRPath ({exc})") from None
+    if parser.getTokenStream().LA(1) != Token.EOF:
+        raise ContentError(f"{where}: '{text}' is not valid FHIRPath (text after the expression)")
 
 
 def _strip_strings(text: str) -> str:

@@ -93,7 +93,7 @@ CASES = [
 @pytest.mark.parametrize(("file", "change", "message"), CASES)
 def test_a_broken_form_is_reported(tmp_path: Path, file: str, change: Edit, message: str) -> None:
     folder = _copy(tmp_path)
-    _edit(folder, file, lambda d: change(d))
+    _edit(folder, file, change)
     if "due_in_days" in json.dumps(json.loads((folder / file).read_text())):
         _edit(folder, file, _drop_none_due)
 
