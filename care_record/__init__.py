@@ -1,7 +1,7 @@
 """The shared care record: charts as Automerge documents, their schema, IDs and clock."""
 
 from care_record.chart import Chart
-from care_record.clock import Clock, FixedClock, SystemClock
+from care_record.clock import Clock, FixedClock, SystemClock, local_today
 from care_record.document import CareDocument
 from care_record.errors import (
     CareRecordError,
@@ -41,6 +41,7 @@ __all__ = [
     "UnknownRecord",
     "fold",
     "is_risky",
+    "local_today",
     "new_id",
     "vital_observations",
 ]

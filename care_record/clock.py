@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware, in UTC."""
         ...
+
+
+def local_today(clock: Clock, zone: str) -> date:
+    """Today's date where the CHW works (``zone``, an IANA name), by ``clock``."""
+    return clock.now().astimezone(ZoneInfo(zone)).date()
 
 
 class SystemClock:

@@ -17,11 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
 
 import httpx
 
-from care_record import CareRecordError, ChartView, Clock, SystemClock
+from care_record import CareRecordError, ChartView, Clock, SystemClock, local_today
 from field_app import cli_forms, cli_sync, patients, tasks
 from field_app.errors import BadInput, FieldAppError, Locked
 from field_app.session import (
@@ -307,7 +306,7 @@ def _patient_show(args: argparse.Namespace, session: Session, io: Io) -> None:
 
 
 def _tasks_due(args: argparse.Namespace, session: Session, io: Io) -> None:
-    day = args.on or session.clock.now().astimezone(ZoneInfo(session.settings.zone)).date()
+    day = args.on or local_today(session.clock, session.settings.zone)
     due = tasks.tasks_due(session, day)
     for t in due:
         io.say(

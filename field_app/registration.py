@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from care_record import Chart, HouseholdRecord
+from care_record import Chart, HouseholdRecord, local_today
 from field_app.errors import BadAnswer
 from field_app.forms import CompletedForm, FormLibrary, FormState, response
 from field_app.store import Store
@@ -33,8 +32,7 @@ def start_registration(
     form = library.get(form_name)
     if form.rules.record == "visit":
         raise BadAnswer(f"the form {form_name} records a visit; it does not register anyone")
-    today = store.clock.now().astimezone(ZoneInfo(zone)).date()
-    return FormState(form, today=today, language=language)
+    return FormState(form, today=local_today(store.clock, zone), language=language)
 
 
 def register(store: Store, state: FormState, *, zone: str) -> Registered:

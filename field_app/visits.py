@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from care_record import ChartView, vital_observations
+from care_record import ChartView, local_today, vital_observations
 from field_app.errors import BadAnswer
 from field_app.forms import CompletedForm, FormLibrary, FormState, response
 from field_app.session import Session
@@ -87,8 +86,8 @@ def start_form(
     Raises UnknownPatient, UnknownForm or ContentError.
     """
     view = store.get_chart(patient_id).view()
-    today = store.clock.now().astimezone(ZoneInfo(zone)).date()
     form = library.get(form_name)
+    today = local_today(store.clock, zone)
     return FormState(form, today=today, patient=patient_facts(view), language=language)
 
 
@@ -105,7 +104,8 @@ def write_form_visit(store: Store, patient_id: str, state: FormState, *, zone: s
             f"the form {completed.form.name} registers a {completed.form.rules.record}, it is not a visit"
         )
     chart = store.get_chart(patient_id)
-    language = str(chart.view().fields.get("language") or state.language)
+    # Reminders go out in the patient's language when the chart has one, else the CHW's.
+    language = str(state.patient.get("language") or state.language)
     write = response.visit(
         completed, started_at=store.clock.now(), zone=zone, reminder_language=language
     )

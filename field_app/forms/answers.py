@@ -170,10 +170,9 @@ def _date(raw: object) -> date:
 
 
 def _choice(item: Item, raw: object) -> str:
-    code = raw.get("code") if isinstance(raw, dict) else raw
-    if not isinstance(code, str) or item.option(code) is None:
+    if not isinstance(raw, str) or item.option(raw) is None:
         raise Invalid("is not one of the options")
-    return code
+    return raw
 
 
 def _quantity(item: Item, raw: Any) -> Quantity:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import get_args
 
+from care_record.schema import ConsentScope
 from field_app.errors import ContentError
 from field_app.forms.answers import UNIT_FACTORS
 from field_app.forms.expressions import Expression
@@ -53,7 +55,7 @@ FHIRPATH_WORDS = frozenset(
         "milliseconds",
     ]
 )
-CONSENT_SCOPES = frozenset({"data_sharing", "sms_reminders", "voice_reminders"})
+CONSENT_SCOPES = frozenset(get_args(ConsentScope))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ refuses item types and extensions the engine would silently misread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Literal
 
@@ -126,14 +126,10 @@ class Questionnaire:
     title: str
     items: dict[str, Item]
     top: tuple[str, ...]
-    raw: dict[str, Any] = field(repr=False, compare=False)
 
     @property
     def canonical(self) -> str:
         return f"{self.url}|{self.version}"
-
-    def item(self, link_id: str) -> Item:
-        return self.items[link_id]
 
 
 def parse_questionnaire(raw: object, *, source: str) -> Questionnaire:
@@ -154,7 +150,6 @@ def parse_questionnaire(raw: object, *, source: str) -> Questionnaire:
         title=str(raw.get("title", raw["name"])),
         items=items,
         top=top,
-        raw=raw,
     )
 
 
@@ -175,12 +170,8 @@ def _parse_items(raws: object, parent: str | None, into: dict[str, Item], source
         into[item.link_id] = item
         ids.append(item.link_id)
         children = tuple(_parse_items(raw.get("item", []), item.link_id, into, source))
-        into[item.link_id] = _with_children(item, children)
+        into[item.link_id] = replace(item, children=children)
     return ids
-
-
-def _with_children(item: Item, children: tuple[str, ...]) -> Item:
-    return Item(**{**item.__dict__, "children": children})
 
 
 def _parse_item(raw: dict[str, Any], parent: str | None) -> Item:
@@ -197,6 +188,8 @@ def _parse_item(raw: dict[str, Any], parent: str | None) -> Item:
     units = tuple(
         _coding(e["valueCoding"]) for e in raw.get("extension", []) if e["url"] == UNIT_OPTION
     )
+    if len(raw.get("enableWhen", [])) > 1 and "enableBehavior" not in raw:
+        raise ValueError("enableBehavior is required when there is more than one enableWhen")
     item = Item(
         link_id=str(raw["linkId"]),
         type=item_type,
@@ -206,6 +199,7 @@ def _parse_item(raw: dict[str, Any], parent: str | None) -> Item:
         read_only=bool(raw.get("readOnly", False)),
         options=options,
         units=units,
+        initial=tuple(_typed_value(v) for v in raw.get("initial", [])),
         enable_when=tuple(_condition(c) for c in raw.get("enableWhen", [])),
         enable_behavior=raw.get("enableBehavior", "all"),
         min_value=_bound(extensions.get(MIN_VALUE)),
@@ -222,14 +216,11 @@ def _parse_item(raw: dict[str, Any], parent: str | None) -> Item:
     )
     if item.enable_behavior not in ("all", "any"):
         raise ValueError("enableBehavior must be 'all' or 'any'")
-    if len(item.enable_when) > 1 and "enableBehavior" not in raw:
-        raise ValueError("enableBehavior is required when there is more than one enableWhen")
     if item_type == "choice" and not options:
         raise ValueError("a choice item needs answerOption codings")
     if item_type == "quantity" and not units:
         raise ValueError("a quantity item needs at least one questionnaire-unitOption")
-    initial = tuple(_typed_value(v) for v in raw.get("initial", []))
-    return Item(**{**item.__dict__, "initial": initial})
+    return item
 
 
 def _coding(raw: dict[str, Any]) -> Coding:
@@ -274,19 +265,17 @@ def _answer_x(key: str, value: Any) -> Value:
 
 
 def _typed_value(raw: dict[str, Any]) -> Value:
+    """The one ``value[x]`` of an ``initial`` or an extension."""
     keys = [k for k in raw if k.startswith("value")]
     if len(keys) != 1:
-        raise ValueError("each initial needs exactly one value[x]")
+        raise ValueError("each initial and each limit needs exactly one value[x]")
     return _answer_x(keys[0], raw[keys[0]])
 
 
 def _bound(ext: dict[str, Any] | None) -> int | float | date | None:
     if ext is None:
         return None
-    value = _answer_x(
-        next(k for k in ext if k.startswith("value")),
-        ext[next(k for k in ext if k.startswith("value"))],
-    )
+    value = _typed_value(ext)
     if isinstance(value, bool) or not isinstance(value, int | float | date):
         raise TypeError("minValue and maxValue must be integer, decimal or date")
     return value

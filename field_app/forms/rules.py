@@ -9,16 +9,17 @@ is true. Rules are evaluated by the same engine that drives the form, after ever
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
+from care_record.schema import Urgency
 from field_app.errors import ContentError
 from field_app.forms.expressions import Expression
 
 RULES_FORMAT = "care-rules/1"
+# The chart's urgency levels, lowest first: a referral takes the highest level fired.
 URGENCIES: tuple[Urgency, ...] = ("routine", "urgent", "emergency")
-Urgency = Literal["emergency", "urgent", "routine"]
 RecordKind = Literal["visit", "patient", "household"]
 
 
@@ -55,7 +56,6 @@ class RuleSet:
     record: RecordKind
     sources: dict[str, str]
     rules: tuple[Rule, ...]
-    raw: dict[str, Any] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ class Conclusions:
     @property
     def referral_rules(self) -> tuple[Rule, ...]:
         """The rules behind the referral: those at its urgency, in file order."""
-        return tuple(r for r in self.fired if r.referral and r.referral == self.urgency)
+        urgency = self.urgency
+        return tuple(r for r in self.fired if urgency and r.referral == urgency)
 
 
 def parse_rules(raw: object, *, source: str) -> RuleSet:
@@ -103,7 +104,7 @@ def parse_rules(raw: object, *, source: str) -> RuleSet:
         sources = {str(k): str(v) for k, v in raw["sources"].items()}
         record = _record_kind(raw.get("record", "visit"))
         rules = _distinct(tuple(_rule(r, sources, source) for r in raw["rules"]))
-        return RuleSet(str(raw["form"]), str(raw["version"]), record, sources, rules, raw)
+        return RuleSet(str(raw["form"]), str(raw["version"]), record, sources, rules)
     except ContentError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -48,7 +48,8 @@ class FormState:
         self.form = form
         self.today = today
         self.language = language
-        self._env = {"today": today.isoformat(), "patient": dict(patient or {})}
+        self.patient = dict(patient or {})
+        self._env = {"today": today.isoformat(), "patient": self.patient}
         self._given: dict[str, object] = {}
         self._valid: dict[str, tuple[Value, ...]] = {}
         self._invalid: dict[str, str] = {}
@@ -308,7 +309,7 @@ def _compare(value: Value, other: Value) -> int | None:
             return None
         value, other = value.value, other.value
     if isinstance(value, bool) or isinstance(other, bool):
-        return 0 if value is other else (None if type(value) is not type(other) else 1)
+        return 0 if value is other else None  # yes/no answers have no order
     if isinstance(value, int | float) and isinstance(other, int | float):
         return (value > other) - (value < other)
     if type(value) is type(other) and isinstance(value, str | date):
