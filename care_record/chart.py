@@ -60,15 +60,22 @@ from care_record.schema import (
     Message,
     PregnancyStatus,
     PregnancyWrite,
+    RecordId,
     Referral,
     ReferralStatus,
     ReferralStatusWrite,
+    Strict,
     Task,
     TaskStatus,
     TaskStatusWrite,
     Visit,
     validated,
 )
+
+
+class _MessageId(Strict):
+    message_id: RecordId
+
 
 PATIENT_COLLECTIONS = (
     "encounters",
@@ -230,10 +237,23 @@ class Chart(CareDocument):
         with self._change() as tx:
             self._write_field(tx, f"referral.{referral_id}.status", checked.status)
 
-    def add_message(self, message: Message | Mapping[str, Any]) -> str:
+    def add_message(
+        self, message: Message | Mapping[str, Any], *, message_id: str | None = None
+    ) -> str:
+        """Add a message; returns its ID.
+
+        ``message_id`` (a UUIDv7) is the ID a message already has elsewhere (a Communication
+        at central): if the chart holds a message with that ID, nothing is written, so the
+        same message merged twice is there once. Raises InvalidValue (nothing written).
+        """
         checked = validated(Message, message)
+        if message_id is not None:
+            validated(_MessageId, {"message_id": message_id})
+            if self._doc.get(section(self._doc, "messages"), message_id) is not None:
+                return message_id
         record = plain(checked.model_dump(exclude_none=True))
-        return self._add_record("messages", None, record, None)
+        with self._change() as tx:
+            return self._put_record(tx, "messages", None, record, None, record_id=message_id)
 
     def add_attachment(self, ref: AttachmentRef | Mapping[str, Any]) -> None:
         checked = validated(AttachmentRef, ref)
@@ -259,8 +279,10 @@ class Chart(CareDocument):
         status_prefix: str | None,
         record: Mapping[str, Any],
         status: str | None = "requested",
+        *,
+        record_id: str | None = None,
     ) -> str:
-        record_id = new_id(self.clock)
+        record_id = record_id or new_id(self.clock)
         # The record's own fields come last: a message's author is its writer, not the recorder.
         tree = {"created_at": iso(self.clock.now()), "author": self.author, **record}
         put_tree(tx, section(tx, collection), record_id, tree)

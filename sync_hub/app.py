@@ -4,6 +4,10 @@
     POST /sync     a signed sync frame (application/x-rcs1) -> a sync frame
     GET  /health   -> {"status": "ok"}
 
+With SYNC_HUB_CENTRAL_URL set, the app's lifespan also runs the push loop
+(``sync_hub.pusher.PushLoop``): a sync that commits wakes it, so a visit reaches central
+within a second or two.
+
 Handlers are synchronous and run in worker threads (``sync_to_thread``), each on its own
 database connection, so the event loop never waits on SQLite. Every error, ours or the
 framework's, leaves through one handler as the one JSON shape ``care_record.sync.ErrorBody``.
@@ -12,8 +16,11 @@ framework's, leaves through one handler as the one JSON shape ``care_record.sync
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import httpx
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException
@@ -22,7 +29,7 @@ from litestar.params import JSONBody, RawBody
 from care_record import Clock, SystemClock
 from care_record.sync import ErrorBody
 from care_record.sync.signing import HEADER_DEVICE
-from sync_hub import exchange
+from sync_hub import exchange, pusher
 from sync_hub.devices import stamp
 from sync_hub.errors import Busy, HubError
 from sync_hub.exchange import FRAME_TYPE, Hub, SyncCall
@@ -60,11 +67,18 @@ class EnrollResponse(msgspec.Struct):
     hub: str
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
-    """The hub as an ASGI app. Creates the database file and its tables if missing."""
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, central_http: httpx.Client | None = None
+) -> Litestar:
+    """The hub as an ASGI app. Creates the database file and its tables if missing.
+
+    ``central_http``: the HTTP client for central (tests pass one with their own transport).
+    Raises CentralNotConfigured if SYNC_HUB_CENTRAL_URL is set but the hub's key is missing.
+    """
     store = Store(settings.db, busy_timeout_seconds=settings.busy_timeout_seconds)
     store.create()
     hub = Hub(settings, store, clock or SystemClock())
+    loop = _push_loop(settings, store, hub.clock, central_http)
 
     @post(
         "/enroll", sync_to_thread=True, status_code=200, request_max_body_size=ENROLL_MAX_BODY_BYTES
@@ -87,7 +101,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             content_type=request.headers.get("content-type", ""),
             body=body,
         )
-        return Response(exchange.sync(hub, call), media_type=FRAME_TYPE)
+        answer = exchange.sync(hub, call)
+        if loop is not None:
+            loop.wake()  # committed: whatever this sync changed is in the outbox now
+        return Response(answer, media_type=FRAME_TYPE)
 
     @get("/health", sync_to_thread=True)
     def health() -> dict[str, str]:
@@ -106,10 +123,37 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             )
         return answer
 
+    @asynccontextmanager
+    async def push_to_central(_app: Litestar) -> AsyncIterator[None]:
+        if loop is None:
+            yield
+            return
+        loop.start()
+        try:
+            yield
+        finally:
+            await loop.stop()
+            loop.pusher.central.close()
+
     return Litestar(
         route_handlers=[enroll, sync, health],
         exception_handlers={Exception: handle_error},
         request_max_body_size=settings.max_body_bytes,
+        lifespan=[push_to_central],
+    )
+
+
+def _push_loop(
+    settings: Settings, store: Store, clock: Clock, http: httpx.Client | None
+) -> pusher.PushLoop | None:
+    if not settings.central_url:
+        return None
+    link = pusher.link(settings, store, clock, http=http)
+    return pusher.PushLoop(
+        link.pusher,
+        link.fetcher.fetch,
+        push_interval=settings.push_interval_seconds,
+        fetch_interval=settings.fetch_interval_seconds,
     )
 
 

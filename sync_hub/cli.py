@@ -8,24 +8,35 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
+import httpx
 import sqlite_utils
 import uvicorn
 
 from care_record import Clock, SystemClock
-from sync_hub import catchments, devices, quarantine
+from sync_hub import backoff, catchments, credentials, devices, outbox, pusher, quarantine
 from sync_hub.app import create_app
 from sync_hub.catchments import HOUSEHOLD, VILLAGE
-from sync_hub.errors import HubError, Refused
+from sync_hub.downstream import FetchReport
+from sync_hub.errors import CentralUnavailable, CredentialsRefused, HubError, Refused
+from sync_hub.pusher import PushReport
 from sync_hub.settings import Settings
 from sync_hub.store import Store
+
+# Runs of a push or fetch while central is unavailable before `push` gives up (about 15 s of
+# back-off, longer if central asks for it with Retry-After).
+PUSH_ATTEMPTS = 5
+
+T = TypeVar("T")
 
 
 class Io:
@@ -82,7 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     retire.add_argument("device_id")
     commands.add_parser("quarantine", help="charts that could not be applied, and why")
     commands.add_parser("settings", help="list every setting, its variable and default")
+
+    push = commands.add_parser("push", help="push pending charts to central, fetch its replies")
+    push.add_argument(
+        "--retry-quarantined",
+        action="store_true",
+        help="queue the charts central refused again first (after central or the hub was fixed)",
+    )
+    commands.add_parser("fhir-status", help="the outbox to central: pending, last push, refused")
+    commands.add_parser(
+        "central-key", help="create the hub's key for central if missing; print its public JWK"
+    )
     return parser
+
+
+class Central:
+    """How the CLI reaches central; passed in so tests can give their own transport."""
+
+    def __init__(
+        self, http: httpx.Client | None = None, sleep: Callable[[float], None] | None = None
+    ) -> None:
+        self.http = http
+        self.sleep = sleep or time.sleep
 
 
 def main(
@@ -92,6 +124,7 @@ def main(
     clock: Clock | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    central: Central | None = None,
 ) -> int:
     io = Io(stdout or sys.stdout, stderr or sys.stderr)
     args = build_parser().parse_args(argv)
@@ -99,7 +132,7 @@ def main(
         settings = Settings.from_env(env)
         if args.db:
             settings = dataclasses.replace(settings, db=Path(args.db))
-        run(args, settings, clock or SystemClock(), io)
+        run(args, settings, clock or SystemClock(), io, central or Central())
     except HubError as exc:
         io.note(f"error: {exc}")
         return 1
@@ -110,7 +143,9 @@ def main(
     return 0
 
 
-def run(args: argparse.Namespace, settings: Settings, clock: Clock, io: Io) -> None:
+def run(
+    args: argparse.Namespace, settings: Settings, clock: Clock, io: Io, central: Central
+) -> None:
     if args.command == "settings":
         for variable, default, text in Settings.documented():
             io.say(f"{variable} (default {default}): {text}")
@@ -118,8 +153,18 @@ def run(args: argparse.Namespace, settings: Settings, clock: Clock, io: Io) -> N
     if args.command == "serve":
         _serve(args, settings, clock)
         return
+    if args.command == "central-key":
+        _central_key(settings, io)
+        return
     store = Store(settings.db, busy_timeout_seconds=settings.busy_timeout_seconds)
     store.create()
+    if args.command == "push":
+        _push(args, settings, store, clock=clock, io=io, central=central)
+        return
+    if args.command == "fhir-status":
+        with store.read() as db:
+            _fhir_status(settings, db, clock, io)
+        return
     commands: dict[str, Callable[[argparse.Namespace, sqlite_utils.Database, Clock, Io], None]] = {
         "enroll-code": lambda a, db, c, o: _enroll_code(a, db, c, o, settings.enroll_code_hours),
         "catchment": _catchment,
@@ -237,3 +282,131 @@ def _show_catchment(db: sqlite_utils.Database, chw: str, io: Io) -> None:
     io.note(f"catchment of {chw}: villages {', '.join(found.villages) or '-'}")
     if found.households:
         io.note(f"  households {', '.join(found.households)}")
+
+
+# -- central ------------------------------------------------------------------------------------
+
+
+def _push(
+    args: argparse.Namespace,
+    settings: Settings,
+    store: Store,
+    *,
+    clock: Clock,
+    io: Io,
+    central: Central,
+) -> None:
+    link = pusher.link(settings, store, clock, http=central.http)
+    try:
+        if args.retry_quarantined:
+            with store.write() as db:
+                count = outbox.requeue_quarantined(db, at=devices.stamp(clock.now()))
+            io.note(f"queued {count} quarantined charts again")
+        io.say(_pushed_line(_push_all(link, central, io)))
+        fetched = FetchReport()
+        _retrying(lambda: link.fetcher.fetch(report=fetched), central, io, fetched)
+        if fetched.leased_by is not None:
+            raise _busy(fetched.leased_by)
+        io.say(_fetched_line(fetched))
+        if fetched.merged:
+            # Replies merged into charts changed them: push those too, so the queue ends empty.
+            io.say(_pushed_line(_push_all(link, central, io)))
+    except CredentialsRefused as exc:
+        raise CredentialsRefused(
+            f"{exc}. Is the hub's key registered at central for client "
+            f"{settings.central_client_id}? (`python -m sync_hub central-key` prints it)"
+        ) from None
+    except CentralUnavailable as exc:
+        with store.read() as db:
+            pending = outbox.pending_count(db)
+        raise CentralUnavailable(
+            f"{exc} (gave up after {PUSH_ATTEMPTS} tries; {pending} charts stay queued)"
+        ) from None
+    finally:
+        link.close()
+
+
+def _push_all(link: pusher.Link, central: Central, io: Io) -> PushReport:
+    report = PushReport()
+
+    def show(progress: PushReport) -> None:
+        io.note(f"  {_pushed_line(progress)}")
+
+    _retrying(lambda: link.pusher.push_pending(report=report, progress=show), central, io, report)
+    if report.leased_by is not None:
+        raise _busy(report.leased_by)
+    return report
+
+
+def _retrying(
+    step: Callable[[], T], central: Central, io: Io, report: PushReport | FetchReport
+) -> T:
+    def tell(exc: CentralUnavailable, delay: float) -> None:
+        report.retries += 1
+        io.note(f"  {exc}; retrying in {delay:.0f} s")
+
+    return backoff.retrying(step, attempts=PUSH_ATTEMPTS, sleep=central.sleep, on_retry=tell)
+
+
+def _busy(holder: str) -> Refused:
+    return Refused(
+        f"another hub process ({holder}) is talking to central now; "
+        "`fhir-status` shows its progress"
+    )
+
+
+def _pushed_line(report: PushReport) -> str:
+    return (
+        f"pushed {report.charts} charts ({report.resources} resources) in {report.bundles} "
+        f"bundles, {report.retries} retries, {report.splits} splits, "
+        f"{report.quarantined} quarantined; {report.pending} pending"
+    )
+
+
+def _fetched_line(report: FetchReport) -> str:
+    return (
+        f"fetched {report.communications} communications in {report.pages} pages: "
+        f"{report.merged} messages merged, {report.accepted} referrals accepted, "
+        f"{report.unknown} for patients not on this hub, {report.refused} refused, "
+        f"{report.retries} retries; cursor {report.cursor or 'none'}"
+    )
+
+
+def _fhir_status(settings: Settings, db: sqlite_utils.Database, clock: Clock, io: Io) -> None:
+    found = outbox.status(db)
+    io.say(
+        f"central: {settings.central_url or 'not set (SYNC_HUB_CENTRAL_URL): nothing is pushed'}"
+    )
+    io.say(f"region: {settings.region}  client: {settings.central_client_id}")
+    oldest = ""
+    if found.oldest_queued_at is not None:
+        age = clock.now() - datetime.fromisoformat(found.oldest_queued_at)
+        oldest = f", oldest queued {found.oldest_queued_at} ({_age(age.total_seconds())} ago)"
+    io.say(f"pending: {found.pending} charts{oldest}")
+    io.say(f"last push: {found.last_push_at or 'never'}")
+    io.say(f"last fetch: {found.last_fetch_at or 'never'}")
+    io.say(f"cursor: {found.cursor or 'none'}")
+    io.say(f"quarantined: {len(found.quarantined)} charts")
+    for held in found.quarantined:
+        io.say(f"  {held.doc}  version {held.version}  {held.status}  at {held.at}: {held.reason}")
+
+
+def _age(seconds: float) -> str:
+    minutes = int(max(seconds, 0) // 60)
+    days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
+    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m"
+
+
+def _central_key(settings: Settings, io: Io) -> None:
+    path = settings.central_key
+    if credentials.create_key(path):
+        io.note(f"created {path} (readable by its owner only)")
+    elif path.stat().st_mode & 0o077:
+        io.note(f"warning: {path} is readable by others; run chmod 600 {path}")
+    jwk = credentials.public_jwk(credentials.load_key(path))
+    io.say(json.dumps(jwk, indent=2))
+    io.note(
+        "register it at central: save the JSON above as hub.jwk, then run "
+        f"python -m central client add --id {settings.central_client_id} "
+        f"--region {settings.region} --jwk hub.jwk"
+    )

@@ -22,13 +22,26 @@
     │   ├── InvalidCode          403  no such code
     │   ├── CodeUsed             403  the code was used already (codes are single use)
     │   └── CodeExpired          403  the code is too old
-    └── Busy                     503  the database stayed locked; try again
+    ├── Busy                     503  the database stayed locked; try again
+    └── CentralError                  talking to central (the FHIR server) went wrong
+        ├── CentralNotConfigured      no SYNC_HUB_CENTRAL_URL, or the hub's key file is missing
+        ├── CentralUnavailable        unreachable, timed out, 429 or 5xx: try later (``retry_after``)
+        │   └── CentralMisbehaved     an answer that does not follow the FHIR contract (wrong URL?)
+        ├── CredentialsRefused        central refused the hub's client assertion or its token
+        ├── LeaseLost                 another hub process took over talking to central
+        └── BundleRejected            a 4xx with an OperationOutcome: nothing of the bundle was
+            │                         written (``http_status``, ``diagnostics``)
+            └── OutOfRegion           403: a resource is outside the regions of the hub's client
 
 Messages are written for the person reading them (a supervisor, or a CHW through the tablet);
 they never contain patient data, so they may be shown, logged and sent back. The framework's
 own refusals get codes in the same shape: ``bad_request`` (400, a JSON body that does not fit),
 ``not_found`` (404), ``method_not_allowed`` (405), ``too_large`` (413); anything unexpected is
 ``internal`` (500), with the transaction rolled back.
+
+The ``Central*`` errors never reach a tablet: the pusher retries, quarantines or logs them, and
+the CLI prints them. Central's own words (an OperationOutcome's diagnostics, an OAuth
+``error_description``) name fields and rules, not values; they are kept short all the same.
 """
 
 from __future__ import annotations
@@ -136,3 +149,51 @@ class CodeExpired(EnrolmentRefused):
 class Busy(HubError):
     status = 503
     code = "busy"
+
+
+class CentralError(HubError):
+    status = 502
+    code = "central"
+
+
+class CentralNotConfigured(CentralError):
+    code = "central_not_configured"
+
+
+class CentralUnavailable(CentralError):
+    """Central could not take the request now; ``retry_after`` is its Retry-After, if any."""
+
+    code = "central_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CentralMisbehaved(CentralUnavailable):
+    code = "central_misbehaved"
+
+
+class CredentialsRefused(CentralError):
+    code = "central_credentials_refused"
+
+
+class BundleRejected(CentralError):
+    """Central refused a bundle as a whole; ``diagnostics`` is its OperationOutcome, shortened."""
+
+    code = "bundle_rejected"
+
+    def __init__(self, message: str, *, http_status: int, diagnostics: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.diagnostics = diagnostics
+
+
+class OutOfRegion(BundleRejected):
+    code = "out_of_region"
+
+
+class LeaseLost(CentralError):
+    """Another hub process took over talking to central (this one stalled past its lease)."""
+
+    code = "lease_lost"

@@ -80,6 +80,63 @@ class Settings:
             "help": "How long a request waits for the database before answering 503 busy.",
         },
     )
+    central_url: str = field(
+        default="",
+        metadata={
+            "env": "SYNC_HUB_CENTRAL_URL",
+            "help": "Central's base URL (its FHIR API is at /fhir, its token at /auth/token); "
+            "empty: charts are queued but neither pushed nor fetched.",
+        },
+    )
+    region: str = field(
+        default="region-1",
+        metadata={
+            "env": "SYNC_HUB_REGION",
+            "help": "The region tag on every resource pushed to central.",
+        },
+    )
+    client_id: str = field(
+        default="",
+        metadata={
+            "env": "SYNC_HUB_CLIENT_ID",
+            "help": "The hub's client ID at central; empty: SYNC_HUB_NAME.",
+        },
+    )
+    central_key: Path = field(
+        default=Path("sync_hub_central_key.pem"),
+        metadata={
+            "env": "SYNC_HUB_CENTRAL_KEY",
+            "help": "The hub's P-384 private key for central (PEM, made by `central-key`).",
+        },
+    )
+    push_batch_resources: int = field(
+        default=500,
+        metadata={
+            "env": "SYNC_HUB_PUSH_BATCH_RESOURCES",
+            "help": "Most resources in one transaction bundle (a larger chart goes alone).",
+        },
+    )
+    push_interval_seconds: int = field(
+        default=10,
+        metadata={
+            "env": "SYNC_HUB_PUSH_INTERVAL_SECONDS",
+            "help": "Longest wait between two pushes to central (a sync wakes it sooner).",
+        },
+    )
+    fetch_interval_seconds: int = field(
+        default=15,
+        metadata={
+            "env": "SYNC_HUB_FETCH_INTERVAL_SECONDS",
+            "help": "How often replies and advice are fetched from central.",
+        },
+    )
+    central_timeout_seconds: int = field(
+        default=30,
+        metadata={
+            "env": "SYNC_HUB_CENTRAL_TIMEOUT_SECONDS",
+            "help": "How long one request to central may take before it is retried later.",
+        },
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +170,26 @@ class Settings:
             raise BadSetting("SYNC_HUB_BUSY_TIMEOUT_SECONDS: must be at least 1")
         if not self.name:
             raise BadSetting("SYNC_HUB_NAME: must not be empty")
+        self._check_central()
+
+    def _check_central(self) -> None:
+        if self.central_url and not self.central_url.startswith(("http://", "https://")):
+            raise BadSetting("SYNC_HUB_CENTRAL_URL: must start with http:// or https://")
+        if not self.region:
+            raise BadSetting("SYNC_HUB_REGION: must not be empty")
+        for variable, value in (
+            ("SYNC_HUB_PUSH_BATCH_RESOURCES", self.push_batch_resources),
+            ("SYNC_HUB_PUSH_INTERVAL_SECONDS", self.push_interval_seconds),
+            ("SYNC_HUB_FETCH_INTERVAL_SECONDS", self.fetch_interval_seconds),
+            ("SYNC_HUB_CENTRAL_TIMEOUT_SECONDS", self.central_timeout_seconds),
+        ):
+            if value < 1:
+                raise BadSetting(f"{variable}: must be at least 1")
+
+    @property
+    def central_client_id(self) -> str:
+        """Who the hub is at central: SYNC_HUB_CLIENT_ID, or the hub's name."""
+        return self.client_id or self.name
 
     @classmethod
     def documented(cls) -> list[tuple[str, str, str]]:

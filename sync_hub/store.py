@@ -19,6 +19,10 @@ Tables::
     exchanges(device, count)         syncs committed per device (SyncResponse.exchange)
     quarantine(id, device, doc, kind, payload, digest, reason, first_at, last_at, times)
     meta(key, value)
+    fhir_outbox(seq, doc, version, queued_at)     patient charts central has not acknowledged
+    fhir_quarantine(doc, version, status, reason, at)   charts central refused, or unprojectable
+    fhir_state(key, value)           the fetch cursor, the last push and fetch
+    fhir_lease(name, holder, expires_at)           who may talk to central now (sync_hub/outbox.py)
 
 Heads are stored as ``care_record.sync.heads_key`` (sorted hashes joined), so "the device has
 what we have" is one comparison of two blobs in SQL.
@@ -42,6 +46,7 @@ from care_record import CareRecordError, Chart, ChartTooNew, HouseholdRecord, Sy
 from care_record.folding import fold
 from care_record.sync import Stored, heads_key, split_heads
 from care_record.sync.documents import load_snapshot
+from sync_hub import outbox
 from sync_hub.errors import Busy
 
 log = logging.getLogger(__name__)
@@ -74,10 +79,14 @@ class Store:
             db.execute("PRAGMA journal_mode = WAL")
             with _locked(db):
                 if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                    had_outbox = "fhir_outbox" in db.table_names()
                     for statement in _ADDED:
                         db.execute(statement)
                     if "learned" not in db.table("device_docs").columns_dict:
                         db.execute(_LEARNED_COLUMN)
+                    if not had_outbox:
+                        # A hub older than the push to central: every chart is new to central.
+                        outbox.queue_all_patients(db)
                     return
                 for statement in (*_SCHEMA, *_ADDED, _LEARNED_COLUMN):
                     db.execute(statement)
@@ -188,7 +197,10 @@ def put_chart(
     document: am.Document | None = None,
 ) -> None:
     """Store a chart, new or merged, with its index. ``device`` is recorded as its creator
-    only when the hub did not have it before. ``document``: the same chart already loaded."""
+    only when the hub did not have it before. ``document``: the same chart already loaded.
+
+    A patient chart is queued for central in the same transaction (household charts are not
+    pushed yet): one small upsert, the projection waits for the pusher."""
     index = read_index(doc_id, kind, data, document)
     db.execute(
         "INSERT INTO charts (id, kind, data, heads, village_key, household_id, "
@@ -198,6 +210,8 @@ def put_chart(
         "updated_at = excluded.updated_at",
         [doc_id, kind, data, heads_key(heads), index.village_key, index.household_id, device, at],
     )
+    if kind == "patient":
+        outbox.queue(db, doc_id, at=at)
 
 
 def read_index(
@@ -331,5 +345,29 @@ _ADDED = (
     """CREATE TABLE IF NOT EXISTS exchanges (
         device TEXT PRIMARY KEY,
         count INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    # One row per chart central has not acknowledged, in the order they first changed (seq);
+    # a new change bumps version and keeps the row's place, so a busy chart starves no other.
+    """CREATE TABLE IF NOT EXISTS fhir_outbox (
+        seq INTEGER PRIMARY KEY,
+        doc TEXT NOT NULL UNIQUE,
+        version INTEGER NOT NULL,
+        queued_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS fhir_quarantine (
+        doc TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS fhir_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS fhir_lease (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL
     ) WITHOUT ROWID""",
 )

@@ -9,21 +9,28 @@ Automerge charts through real frames.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import secrets
 import sqlite3
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from httpx import Response
+from jwt.algorithms import ECAlgorithm
 from litestar.testing import TestClient
 
 from care_record import Chart, FixedClock, HouseholdRecord
@@ -40,8 +47,10 @@ from care_record.sync import (
     split_heads,
 )
 from care_record.sync.memory import MemoryReplica
-from sync_hub import Settings, create_app
+from sync_hub import Settings, create_app, credentials
 from sync_hub.cli import main
+from sync_hub.devices import stamp
+from sync_hub.store import Store, put_chart
 
 START = datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
 FRAME_TYPE = "application/x-rcs1"
@@ -299,3 +308,271 @@ def hub_db(settings: Settings) -> Callable[[str, list[Any] | None], list[tuple[A
             conn.close()
 
     return query
+
+
+# -- central, played by a small FHIR server in process ------------------------------------------
+
+CENTRAL_URL = "http://central.test"
+TOKEN_URL = f"{CENTRAL_URL}/auth/token"
+CENTRAL_START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def jwk_thumbprint(public_key: EllipticCurvePublicKey) -> str:
+    """RFC 7638, computed here from PyJWT's own JWK of the key (not the hub's code)."""
+    jwk = ECAlgorithm.to_jwk(public_key, as_dict=True)
+    members = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
+    digest = hashlib.sha256(json.dumps(members, sort_keys=True, separators=(",", ":")).encode())
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def outcome(
+    status: int, diagnostics: str, code: str = "invalid", headers: dict[str, str] | None = None
+) -> Response:
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
+    }
+    return Response(status, json=body, headers=headers)
+
+
+@dataclass
+class FakeCentral:
+    """Central as far as the hub can tell: SMART Backend Services tokens (the assertion checked
+    with PyJWT against the hub's public key), atomic transaction bundles of PUTs stored by
+    type/id, and Communication searches by ``_lastUpdated`` in pages with absolute ``next``
+    links. Tests script trouble per FHIR request (``script``: "429", "503", "drop", "timeout",
+    "lost" (written, then the answer lost), "401") and refuse charts by patient ID
+    (``refuse``: 400 with an OperationOutcome, or 403)."""
+
+    public_key: EllipticCurvePublicKey
+    client_id: str
+    clock: FixedClock
+    token_seconds: int = 300
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    writes: dict[str, int] = field(default_factory=dict)
+    transactions: list[list[str]] = field(default_factory=list)  # URLs of each one applied
+    fhir_requests: list[str] = field(default_factory=list)  # method and path of each
+    script: list[str] = field(default_factory=list)
+    retry_after: str | None = None
+    refuse: dict[str, int] = field(default_factory=dict)
+    refuse_credentials: bool = False
+    assertions: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    tokens: set[str] = field(default_factory=set)
+    searches: list[httpx.URL] = field(default_factory=list)
+    page_size: int | None = None
+    _updates: int = 0
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(transport=self.transport(), timeout=5)
+
+    def handle(self, request: httpx.Request) -> Response:
+        if request.url.path == "/auth/token":
+            return self._token(request)
+        if not request.url.path.startswith("/fhir"):
+            return Response(404, text="not here")
+        self.fhir_requests.append(f"{request.method} {request.url.path}")
+        trouble = self.script.pop(0) if self.script else None
+        if trouble in ("drop", "timeout"):
+            error = httpx.ConnectError if trouble == "drop" else httpx.ReadTimeout
+            raise error("scripted", request=request)
+        if trouble in ("429", "503"):
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return outcome(int(trouble), "scripted", "transient", headers)
+        if trouble == "401":
+            self.tokens.clear()
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") not in self.tokens:
+            return outcome(401, "no valid token", "login")
+        if request.method == "POST" and request.url.path == "/fhir":
+            answer = self._transaction(json.loads(request.content))
+            if trouble == "lost":
+                raise httpx.ReadError("scripted: answer lost", request=request)
+            return answer
+        if request.method == "GET" and request.url.path == "/fhir/Communication":
+            return self._search(request.url)
+        return outcome(404, "unknown path", "not-found")
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def _token(self, request: httpx.Request) -> Response:
+        form = dict(urllib.parse.parse_qsl(request.content.decode()))
+        assertion = form.get("client_assertion", "")
+        try:
+            header = jwt.get_unverified_header(assertion)
+            claims = jwt.decode(
+                assertion,
+                self.public_key,
+                algorithms=["ES384"],
+                audience=TOKEN_URL,
+                issuer=self.client_id,
+                # Times are checked below against the test's clock, not the machine's.
+                options={
+                    "require": ["exp", "iat", "jti", "iss", "sub", "aud"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            return Response(401, json={"error": "invalid_client", "error_description": str(exc)})
+        now = self.clock.now().timestamp()
+        if not claims["iat"] - 60 <= now < claims["exp"] or claims["sub"] != self.client_id:
+            return Response(401, json={"error": "invalid_client", "error_description": "expired"})
+        self.assertions.append((header, claims))
+        if self.refuse_credentials or form.get("grant_type") != "client_credentials":
+            return Response(
+                401, json={"error": "invalid_client", "error_description": "unknown client"}
+            )
+        token = secrets.token_hex(8)
+        self.tokens.add(token)
+        return Response(
+            200,
+            json={
+                "access_token": token,
+                "token_type": "bearer",
+                "expires_in": self.token_seconds,
+                "scope": form.get("scope"),
+            },
+        )
+
+    # -- transactions -----------------------------------------------------------------------------
+
+    def _transaction(self, bundle: dict[str, Any]) -> Response:
+        assert bundle["resourceType"] == "Bundle"
+        assert bundle["type"] == "transaction"
+        entries = bundle.get("entry", [])
+        for entry in entries:
+            resource = entry["resource"]
+            assert entry["request"] == {
+                "method": "PUT",
+                "url": f"{resource['resourceType']}/{resource['id']}",
+            }
+            status = (
+                self.refuse.get(resource["id"]) if resource["resourceType"] == "Patient" else None
+            )
+            if status == 403:
+                return outcome(403, "resource outside the client's regions", "forbidden")
+            if status is not None:
+                return outcome(status, "Patient.birthDate: must not be in the future")
+        answers = [self._put(entry["resource"]) for entry in entries]
+        self.transactions.append([e["request"]["url"] for e in entries])
+        return Response(
+            200,
+            json={
+                "resourceType": "Bundle",
+                "type": "transaction-response",
+                "entry": [{"response": {"status": status}} for status in answers],
+            },
+        )
+
+    def _put(self, resource: dict[str, Any]) -> str:
+        url = f"{resource['resourceType']}/{resource['id']}"
+        existed = url in self.resources
+        self.store(resource)
+        return "200 OK" if existed else "201 Created"
+
+    def store(self, resource: dict[str, Any], *, updated: datetime | None = None) -> None:
+        """Keep a resource as central would, stamping meta.lastUpdated."""
+        self._updates += 1
+        when = updated or CENTRAL_START + timedelta(milliseconds=self._updates)
+        url = f"{resource['resourceType']}/{resource['id']}"
+        meta = {**resource.get("meta", {}), "lastUpdated": when.isoformat()}
+        self.resources[url] = {**resource, "meta": meta}
+        self.writes[url] = self.writes.get(url, 0) + 1
+
+    def content(self, url: str) -> dict[str, Any]:
+        """A stored resource without what central adds (meta.lastUpdated)."""
+        resource = dict(self.resources[url])
+        meta = {k: v for k, v in resource.pop("meta").items() if k != "lastUpdated"}
+        return {**resource, "meta": meta}
+
+    def of_type(self, resource_type: str) -> list[str]:
+        return sorted(url for url in self.resources if url.startswith(f"{resource_type}/"))
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def _search(self, url: httpx.URL) -> Response:
+        self.searches.append(url)
+        since = datetime.fromisoformat(url.params["_lastUpdated"].removeprefix("ge"))
+        assert url.params["_sort"] == "_lastUpdated"
+        count = self.page_size or int(url.params["_count"])
+        offset = int(url.params.get("_offset", "0"))
+        found = sorted(
+            (
+                r
+                for r in self.resources.values()
+                if r["resourceType"] == "Communication"
+                and datetime.fromisoformat(r["meta"]["lastUpdated"]) >= since
+            ),
+            key=lambda r: r["meta"]["lastUpdated"],
+        )
+        page = found[offset : offset + count]
+        links = [{"relation": "self", "url": str(url)}]
+        if offset + count < len(found):
+            following = url.copy_set_param("_offset", str(offset + count))
+            links.append({"relation": "next", "url": str(following)})
+        return Response(
+            200,
+            json={
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(found),
+                "link": links,
+                "entry": [{"resource": r, "search": {"mode": "match"}} for r in page],
+            },
+        )
+
+
+@pytest.fixture
+def central_key(tmp_path: Path) -> Path:
+    path = tmp_path / "hub-central-key.pem"
+    credentials.create_key(path)
+    return path
+
+
+@pytest.fixture
+def central_settings(tmp_path: Path, central_key: Path) -> Settings:
+    return Settings.from_env(
+        {
+            "SYNC_HUB_DB": str(tmp_path / "hub.db"),
+            "SYNC_HUB_NAME": "kati",
+            "SYNC_HUB_CENTRAL_URL": CENTRAL_URL,
+            "SYNC_HUB_CENTRAL_KEY": str(central_key),
+            "SYNC_HUB_REGION": "region-1",
+            "SYNC_HUB_PUSH_BATCH_RESOURCES": "20",
+        }
+    )
+
+
+@pytest.fixture
+def central(central_key: Path, clock: FixedClock) -> FakeCentral:
+    key = credentials.load_key(central_key)
+    return FakeCentral(public_key=key.public_key(), client_id="kati", clock=clock)
+
+
+@pytest.fixture
+def hub_store(central_settings: Settings) -> Iterator[Store]:
+    store = Store(central_settings.db)
+    store.create()
+    yield store
+    store.close()
+
+
+def put(store: Store, chart: Chart | HouseholdRecord, clock: FixedClock) -> None:
+    """Store a chart in the hub as a sync would: ``put_chart`` in a write transaction."""
+    with store.write() as db:
+        put_chart(
+            db,
+            chart.id,
+            chart.KIND,
+            chart.save(),
+            chart.heads,
+            device="test-device",
+            at=stamp(clock.now()),
+            document=chart.document,
+        )
+
+
+def new_chart(clock: FixedClock, **fields: Any) -> Chart:
+    return Chart.new_patient({**PATIENT, **fields}, author="amina", clock=clock)
