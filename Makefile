@@ -17,6 +17,7 @@ lint: setup
 	.venv/bin/lint-imports
 
 unit: setup
+	@scripts/test-postgres
 	$(PY) -m pytest -q
 
 test: lint unit
@@ -25,6 +26,7 @@ bench: setup
 	$(PY) -m benchmarks store --json benchmarks/results/store.json
 	$(PY) -m benchmarks sync --json benchmarks/results/sync.json
 	$(PY) -m benchmarks forms --json benchmarks/results/forms.json
+	$(PY) -m benchmarks central --json benchmarks/results/central.json
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

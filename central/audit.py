@@ -16,9 +16,10 @@ last hash that ``verify`` prints somewhere else (a ticket, a log shipped off the
 chain at that point must still end in it.
 
 Append-only is enforced by the database too: triggers refuse UPDATE, DELETE (and on
-PostgreSQL TRUNCATE) of ``audit_log`` (see ``central.database.schema``). A superuser can drop
-a trigger; in production central connects as a role that owns nothing and holds only INSERT and
-SELECT on ``audit_log``, so even central's own credentials cannot edit the trail:
+PostgreSQL TRUNCATE) of ``audit_log`` (see ``central.database.schema``). The owner of a table
+can drop its triggers, so in production the tables are created by an owner role and central
+serves as a role that owns nothing and holds only INSERT and SELECT on ``audit_log``; then
+even central's own credentials cannot edit the trail:
 
     REVOKE ALL ON audit_log FROM central;
     GRANT SELECT, INSERT ON audit_log TO central;
@@ -189,7 +190,7 @@ def append(session: Session, events: Sequence[dict[str, Any]], at: datetime) -> 
         return
     if session.dialect == "postgresql":
         # Held until commit: another process's append waits here, then reads our head.
-        pass
+        session.execute("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK,))
     head = session.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
     seq, prev = (int(head[0][0]), bytes(head[0][1])) if head else (0, GENESIS)
     recorded = instant(at)

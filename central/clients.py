@@ -8,7 +8,8 @@ Only public keys are stored: a JWK with private members is refused, so a private
 pasted by mistake never sits in central's database.
 
 A revoked client stays in the table (its ID is never reused) and gets no token; tokens it
-already holds stop working (``central.auth.authenticate`` checks the client row).
+already holds stop working within seconds (``central.auth.authenticate`` checks the client
+row; see ``CLIENT_RECHECK_SECONDS`` there).
 """
 
 from __future__ import annotations

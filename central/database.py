@@ -6,14 +6,15 @@ psycopg's ``%s``. Nothing above this module knows which backend it runs on, exce
 itself differs (``Dialect``). Each request opens a connection from a pool, works in one
 transaction, and commits before it answers (or rolls back if anything raised).
 
-SQLite lets one writer in at a time: writes queue on a lock in this process (SQLite's own busy
-handler polls and would leave the file idle between transactions) and on SQLite's lock between
-processes. PostgreSQL runs writers side by side and the store takes row locks where two
+SQLite lets one writer in at a time: writes queue on a lock in this process and on a file lock
+beside the database between processes (SQLite's own busy handler sleeps and polls, and would
+leave the file idle between transactions while several server processes wait). PostgreSQL runs writers side by side and the store takes row locks where two
 writers could race (see ``central.fhir.store``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import queue
 import sqlite3
 import threading
@@ -93,6 +94,7 @@ class SqliteDatabase:
         self._writer = threading.Lock()
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._to_open = threading.BoundedSemaphore(pool_size)
+        self._lock_path = path.with_name(path.name + ".writer-lock")
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -130,18 +132,34 @@ class SqliteDatabase:
             if not self._writer.acquire(timeout=self.busy_timeout_seconds):
                 raise Busy("central is busy; try again in a moment")
             try:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    raise Busy("central's database is locked; try again in a moment") from exc
-                try:
-                    yield _SqliteSession(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+                with self._other_processes(), self._transaction(conn) as session:
+                    yield session
             finally:
                 self._writer.release()
+
+    @contextmanager
+    def _other_processes(self) -> Iterator[None]:
+        """Queue behind writers in other processes (a blocking lock wakes the moment it is
+        free, where SQLite's busy handler would sleep)."""
+        with self._lock_path.open("a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[Session]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise Busy("central's database is locked; try again in a moment") from exc
+        try:
+            yield _SqliteSession(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -258,6 +276,11 @@ class PostgresDatabase:
 # -- schema ---------------------------------------------------------------------------------------
 
 
+_REFERENCE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS search_reference_value ON search_reference (rtype, param, target)"
+)
+
+
 def schema(dialect: Dialect) -> list[str]:
     """Every table and index, created if missing (safe to run again)."""
     seq = "INTEGER PRIMARY KEY" if dialect == "sqlite" else "BIGINT PRIMARY KEY"
@@ -281,12 +304,21 @@ def schema(dialect: Dialect) -> list[str]:
                 RAISE EXCEPTION 'the audit trail is append-only';
             END
             $$""",
-            """CREATE OR REPLACE TRIGGER audit_log_no_update_or_delete
-            BEFORE UPDATE OR DELETE ON audit_log
-            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
-            """CREATE OR REPLACE TRIGGER audit_log_no_truncate
-            BEFORE TRUNCATE ON audit_log
-            FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
+            # Created only if missing: creating a trigger locks out inserts while it waits.
+            """DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass
+                           AND tgname = 'audit_log_no_update_or_delete') THEN
+                CREATE TRIGGER audit_log_no_update_or_delete
+                BEFORE UPDATE OR DELETE ON audit_log
+                FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass
+                           AND tgname = 'audit_log_no_truncate') THEN
+                CREATE TRIGGER audit_log_no_truncate
+                BEFORE TRUNCATE ON audit_log
+                FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+            END IF;
+            END $$""",
         ]
     )
     return [
@@ -338,8 +370,7 @@ def schema(dialect: Dialect) -> list[str]:
         """CREATE TABLE IF NOT EXISTS search_reference (
             rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, target TEXT NOT NULL
         )""",
-        "CREATE INDEX IF NOT EXISTS search_reference_value "
-        "ON search_reference (rtype, param, target)",
+        _REFERENCE_INDEX,
         "CREATE INDEX IF NOT EXISTS search_reference_owner ON search_reference (rtype, id)",
         # Hubs and other clients allowed to ask for tokens (SMART Backend Services).
         """CREATE TABLE IF NOT EXISTS clients (

@@ -71,6 +71,14 @@ class Settings:
         default=1000,
         metadata={"env": "CENTRAL_MAX_PAGE_SIZE", "help": "Largest _count a search may ask for."},
     )
+    workers: int = field(
+        default=1,
+        metadata={
+            "env": "CENTRAL_WORKERS",
+            "help": "Server processes `serve` starts (validating FHIR is CPU-bound: about one "
+            "per core).",
+        },
+    )
     pool_size: int = field(
         default=8,
         metadata={
@@ -109,6 +117,8 @@ class Settings:
             raise BadSetting("CENTRAL_MAX_BUNDLE_ENTRIES: must be at least 1")
         if not 1 <= self.page_size <= self.max_page_size:
             raise BadSetting("CENTRAL_PAGE_SIZE: must be between 1 and CENTRAL_MAX_PAGE_SIZE")
+        if not 1 <= self.workers <= 64:
+            raise BadSetting("CENTRAL_WORKERS: must be between 1 and 64")
         if self.pool_size < 1:
             raise BadSetting("CENTRAL_POOL_SIZE: must be at least 1")
 

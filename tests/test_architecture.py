@@ -13,6 +13,8 @@ MAY_READ_ENVIRONMENT = {
     "field_app/__main__.py",
     "sync_hub/settings.py",
     "sync_hub/__main__.py",
+    "central/settings.py",
+    "central/__main__.py",
 }
 
 

@@ -159,12 +159,9 @@ def _resolve_conditionals(
     """Entries whose condition found a resource: conditional create answers with it and writes
     nothing; conditional update and delete act on it."""
     found: dict[int, str] = {}
-    for entry in entries:
-        criteria = entry.if_none_exist if entry.method == "POST" else None
-        if entry.method in ("PUT", "DELETE") and entry.id is None:
-            criteria = entry.query
-        if not criteria:
-            continue
+    conditions = [(e, criteria) for e in entries if (criteria := _condition(e))]
+    store.lock_conditions(session, [(e.resource_type, criteria) for e, criteria in conditions])
+    for entry, criteria in conditions:
         with _about(entry):
             match = interactions.find_one(session, ctx, entry.resource_type, criteria)
         if match is not None:
@@ -173,6 +170,15 @@ def _resolve_conditionals(
                 stored = store.read(session, ctx.caller, entry.resource_type, match)
                 answers[entry.index] = _answer(Outcome(stored, False, False), "POST")
     return found
+
+
+def _condition(entry: Entry) -> str | None:
+    """The search criteria of a conditional create, update or delete."""
+    if entry.method == "POST":
+        return entry.if_none_exist
+    if entry.method in ("PUT", "DELETE") and entry.id is None:
+        return entry.query
+    return None
 
 
 def _assign_ids(entries: list[Entry], existing: dict[int, str]) -> dict[str, str]:

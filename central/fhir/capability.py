@@ -64,6 +64,7 @@ def capability_statement(settings: Settings, *, published: str) -> dict[str, Any
 
 def _resource(kind: str) -> dict[str, Any]:
     params = PARAMETERS.get(kind, {})
+    includes = [f"{kind}:{name}" for name, p in sorted(params.items()) if p.type == "reference"]
     return {
         "type": kind,
         "interaction": [{"code": code} for code in _INTERACTIONS],
@@ -73,9 +74,7 @@ def _resource(kind: str) -> dict[str, Any]:
         "conditionalCreate": True,
         "conditionalUpdate": True,
         "conditionalDelete": "not-supported",
-        "searchInclude": [
-            f"{kind}:{name}" for name, p in sorted(params.items()) if p.type == "reference"
-        ],
+        "searchInclude": includes,
         "searchParam": [
             {"name": "_id", "type": "token"},
             {"name": "_lastUpdated", "type": "date"},
@@ -87,6 +86,8 @@ def _resource(kind: str) -> dict[str, Any]:
             *[
                 {"name": name, "type": kind_, "documentation": text}
                 for name, kind_, text in _SEARCH_RESULT_PARAMETERS
+                # A type with no reference parameter has nothing _include could name.
+                if name != "_include" or includes
             ],
         ],
     }

@@ -49,6 +49,7 @@ def create(ctx: Context, resource_type: str, body: object, *, if_none_exist: str
     ctx.caller.require("write", resource_type)
     with ctx.database.write() as session:
         if if_none_exist:
+            store.lock_conditions(session, [(resource_type, if_none_exist)])
             match = find_one(session, ctx, resource_type, if_none_exist)
             if match is not None:
                 return Outcome(store.read(session, ctx.caller, resource_type, match), False, False)
@@ -71,6 +72,7 @@ def conditional_update(ctx: Context, resource_type: str, query: str, body: objec
     """PUT Type?criteria: update the one match, or create if none; 412 if several."""
     resource = validate(body, expected_type=resource_type)
     with ctx.database.write() as session:
+        store.lock_conditions(session, [(resource_type, query)])
         match = find_one(session, ctx, resource_type, query)
         given = resource.get("id")
         if match is not None and given is not None and given != match:

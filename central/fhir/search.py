@@ -1,18 +1,25 @@
 """FHIR R4 search: a query string parsed into SQL over the index tables, run a page at a time,
 with ``_include``/``_revinclude``, and the ``searchset`` Bundle it answers with.
 
-Each parameter becomes one ``r.id IN (SELECT id FROM search_<type> WHERE rtype = ? AND param =
-? AND ...)`` against an index keyed by (rtype, param, value), so the planner starts from the
-most selective index and joins ``resources`` on its primary key. Values of one parameter
-separated by commas are ORed; a repeated parameter is ANDed. Deleted resources never match, and
-a caller that does not see every region sees only its own region's resources, included ones
-too.
+Each parameter is a condition on an index table keyed by (rtype, param, value), in two forms:
+a list to start from (``r.id IN (SELECT id FROM search_<type> WHERE rtype = ? AND param = ?
+AND ...)``, then ``resources`` by its primary key) and a probe of one resource (``EXISTS (...
+WHERE x.rtype = r.rtype AND x.id = r.id ...)``, on the index by owner). On SQLite each
+parameter's matches are first counted up to ``ESTIMATE_LIMIT``: the query starts from the
+fewest if they are few (a patient's encounters) and otherwise walks ``resources`` in sort order,
+probing each row until the page is full (every vital-sign observation, newest first); SQLite
+would otherwise build the whole list of every ``IN`` (tens of thousands of ids for a common
+code). PostgreSQL gets every parameter as a list, turns each into a semi-join and orders them
+from its own statistics, which costs less than counting. Values of one parameter separated by
+commas are ORed; a repeated parameter is ANDed. Deleted resources never match, and a caller
+that does not see every region sees only its own region's resources, included ones too.
 
 Paging is by keyset, not offset: a page is ``ORDER BY <sort keys>, id LIMIT n+1``, and its
 cursor names the last resource and its version (``{"id", "v"}``, URL-safe base64 of JSON).
 The next page recomputes that version's sort keys from ``history`` and continues strictly after
-them, so writes between page requests neither shift nor repeat the rows already paged over, and
-the cursor carries no clinical value (a birth date sort key stays in the database).
+them, so resources created or deleted between page requests make no other resource be skipped
+or repeated (one updated in between moves to where its new sort keys put it), and the cursor
+carries no clinical value (a birth date sort key stays in the database).
 
 Choices where FHIR leaves the server free:
 - empty values (``name=``) are ignored, as are ``_format`` and ``_pretty`` (the response's
@@ -62,6 +69,7 @@ Total = Literal["none", "estimate", "accurate"]
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MAX_VALUES = 1000  # comma-separated values in one parameter
+ESTIMATE_LIMIT = 5000  # matches of one parameter counted before choosing where a query starts
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_\-.:]{1,64}")
@@ -90,6 +98,17 @@ class Fragment:
 
 
 @dataclass(frozen=True)
+class Criterion:
+    """One parameter's condition: ``probe`` tests the row ``r``; ``driver`` (if any) is the same
+    condition as a list of ids the query can start from, and ``sample`` lists those ids for
+    counting them."""
+
+    probe: Fragment
+    driver: Fragment | None = None
+    sample: Fragment | None = None
+
+
+@dataclass(frozen=True)
 class SortKey:
     name: str  # _lastUpdated, _id or a date parameter
     descending: bool
@@ -113,7 +132,7 @@ class Cursor:
 @dataclass(frozen=True)
 class SearchQuery:
     resource_type: str
-    where: tuple[Fragment, ...]
+    where: tuple[Criterion, ...]
     sort: tuple[SortKey, ...]
     count: int
     total: Total
@@ -175,7 +194,7 @@ class _Builder:
         self.lenient = lenient
         self.base_url = base_url
         self.now = now
-        self.where: list[Fragment] = []
+        self.where: list[Criterion] = []
         self.sort: tuple[SortKey, ...] = (SortKey("_lastUpdated", descending=False),)
         self.count: int | None = None
         self.total: Total = "none"
@@ -200,8 +219,10 @@ class _Builder:
         if not _modifier_allowed(param, modifier):
             self._unsupported(name, "has a modifier central does not support here")
             return
-        self.where.append(self._criterion(param, modifier, value))
-        self.params.append((name, value))
+        criterion = self._criterion(param, modifier, value)
+        if criterion is not None:  # None: only commas, no value
+            self.where.append(criterion)
+            self.params.append((name, value))
 
     def _result_parameter(self, name: str, base: str, modifier: str, value: str) -> None:
         if modifier and base not in ("_include", "_revinclude"):
@@ -235,16 +256,18 @@ class _Builder:
             raise InvalidSearch(f"{_shown(name)}: {why}")
         self.ignored.append(name)
 
-    def _criterion(self, param: SearchParam, modifier: str, value: str) -> Fragment:
+    def _criterion(self, param: SearchParam, modifier: str, value: str) -> Criterion | None:
         rtype = self.resource_type
         if modifier == "missing":
             return _missing(rtype, param, value)
         escaped = _or_values(param.name, value)
+        if not escaped:
+            return None
         if param.type == "token" and modifier != "text" and param.name != "_id":
             return _token_clause(rtype, param, modifier, escaped)
         values = [_unescape(v) for v in escaped]
         if param.name == "_id":
-            return _id_clause(param.name, values)
+            return _id_clause(rtype, values)
         if param.type == "token":
             return _string_clause(rtype, f"{param.name}:text", "", values)
         if param.type == "string":
@@ -378,19 +401,27 @@ def _include_parts(value: str, name: str) -> Include:
 # -- criteria -------------------------------------------------------------------------------------
 
 
-def _present(table: str, rtype: str, param: str, condition: Fragment) -> Fragment:
-    return Fragment(
-        f"r.id IN (SELECT id FROM {table} WHERE rtype = ? AND param = ? AND ({condition.sql}))",
+def _present(table: str, rtype: str, param: str, condition: Fragment) -> Criterion:
+    sample = Fragment(
+        f"SELECT id FROM {table} WHERE rtype = ? AND param = ? AND ({condition.sql})",
         (rtype, param, *condition.args),
     )
+    probe = Fragment(
+        f"EXISTS (SELECT 1 FROM {table} x WHERE x.rtype = r.rtype AND x.id = r.id "
+        f"AND x.param = ? AND ({condition.sql}))",
+        (param, *condition.args),
+    )
+    return Criterion(probe, Fragment(f"r.id IN ({sample.sql})", sample.args), sample)
 
 
-def _absent(table: str, param: str, condition: Fragment | None = None) -> Fragment:
+def _absent(table: str, param: str, condition: Fragment | None = None) -> Criterion:
     extra = f" AND ({condition.sql})" if condition else ""
-    return Fragment(
-        f"NOT EXISTS (SELECT 1 FROM {table} x WHERE x.rtype = r.rtype AND x.id = r.id "
-        f"AND x.param = ?{extra})",
-        (param, *(condition.args if condition else ())),
+    return Criterion(
+        Fragment(
+            f"NOT EXISTS (SELECT 1 FROM {table} x WHERE x.rtype = r.rtype AND x.id = r.id "
+            f"AND x.param = ?{extra})",
+            (param, *(condition.args if condition else ())),
+        )
     )
 
 
@@ -401,28 +432,29 @@ def _any_of(conditions: list[Fragment]) -> Fragment:
     )
 
 
-def _missing(rtype: str, param: SearchParam, value: str) -> Fragment:
+def _missing(rtype: str, param: SearchParam, value: str) -> Criterion:
     if value not in ("true", "false"):
         raise InvalidSearch(f"{param.name}:missing: must be true or false")
     table = _TABLES[param.type]
     if value == "true":
         return _absent(table, param.name)
-    return Fragment(
-        f"r.id IN (SELECT id FROM {table} WHERE rtype = ? AND param = ?)", (rtype, param.name)
+    return _present(table, rtype, param.name, Fragment("1 = 1"))
+
+
+def _id_clause(rtype: str, values: list[str]) -> Criterion:
+    listed = Fragment(f"r.id IN ({_marks(values)})", tuple(values))
+    sample = Fragment(
+        f"SELECT id FROM resources WHERE rtype = ? AND id IN ({_marks(values)})",
+        (rtype, *values),
     )
-
-
-def _id_clause(name: str, values: list[str]) -> Fragment:
-    if not values:
-        raise InvalidSearch(f"{name}: give at least one id")
-    return Fragment(f"r.id IN ({_marks(values)})", tuple(values))
+    return Criterion(listed, listed, sample)
 
 
 def _marks(values: Sequence[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def _token_clause(rtype: str, param: SearchParam, modifier: str, values: list[str]) -> Fragment:
+def _token_clause(rtype: str, param: SearchParam, modifier: str, values: list[str]) -> Criterion:
     """``values`` still escaped: a ``\\|`` is part of a code, not the system's end."""
     condition = _any_of([_token_condition(param.name, value) for value in values])
     if modifier == "not":
@@ -442,7 +474,7 @@ def _token_condition(name: str, value: str) -> Fragment:
     return Fragment("code = ? AND system = ?", (code, system))
 
 
-def _string_clause(rtype: str, name: str, modifier: str, values: list[str]) -> Fragment:
+def _string_clause(rtype: str, name: str, modifier: str, values: list[str]) -> Criterion:
     if modifier == "exact":
         exact = [Fragment("value = ?", (indexed(v),)) for v in values]
         return _present("search_string", rtype, f"{name}:exact", _any_of(exact))
@@ -479,12 +511,12 @@ def _contains(text: str) -> Fragment:
     return Fragment("value LIKE ? ESCAPE '\\'", (f"%{escaped}%",))
 
 
-def _date_clause(rtype: str, name: str, values: list[str], now: datetime | None) -> Fragment:
+def _date_clause(rtype: str, name: str, values: list[str], now: datetime | None) -> Criterion:
     if name == "_lastUpdated":
         conditions = [
             _date_condition(name, v, now, "r.last_updated", "r.last_updated") for v in values
         ]
-        return _any_of(conditions)
+        return Criterion(_any_of(conditions))
     conditions = [_date_condition(name, v, now, "low", "high") for v in values]
     return _present("search_date", rtype, name, _any_of(conditions))
 
@@ -534,7 +566,7 @@ def _moment(instant: str) -> datetime:
 
 def _reference_clause(
     rtype: str, param: SearchParam, modifier: str, values: list[str], base_url: str
-) -> Fragment:
+) -> Criterion:
     if modifier == "identifier":
         condition = _any_of([_token_condition(param.name, v) for v in values])
         return _present("search_token", rtype, f"{param.name}:identifier", condition)
@@ -599,12 +631,14 @@ def _decode_cursor(text: str) -> Cursor:
 def execute(session: Session, query: SearchQuery, caller: Caller) -> SearchPage:
     """One page of ``query``'s results that ``caller`` may see, with what it includes. Raises
     InvalidSearch for a cursor that names no version this caller could have paged past."""
-    scope = _scope(query, caller)
-    total = None if query.total == "none" else _count(session, scope)
+    where = _plan(session, query.where)
+    if where is None:  # a parameter matches nothing at all
+        return SearchPage([], [], None if query.total == "none" else 0, None)
+    where = _scope(query, caller) + where
+    total = None if query.total == "none" else _count(session, where)
     if query.count == 0:
         return SearchPage([], [], total, None)
     keys = _sort_keys(query)
-    where = list(scope)
     if query.cursor is not None:
         where.append(_after(keys, _anchor(session, query, caller, query.cursor)))
     rows = session.execute(*_page_sql(keys, where, query.count + 1))
@@ -616,11 +650,36 @@ def execute(session: Session, query: SearchQuery, caller: Caller) -> SearchPage:
     return SearchPage(resources, included, total, next_cursor)
 
 
+def _plan(session: Session, criteria: Sequence[Criterion]) -> list[Fragment] | None:
+    """The conditions of the query: the criterion with the fewest matches, if they are fewer
+    than ESTIMATE_LIMIT, as the list the query starts from, every other as a probe. None if a
+    criterion matches nothing."""
+    if session.dialect == "postgresql":  # its planner chooses from its own statistics
+        return [c.driver or c.probe for c in criteria]
+    start, fewest = None, ESTIMATE_LIMIT
+    for criterion in criteria:
+        if criterion.sample is None:
+            continue
+        found = _bounded_count(session, criterion.sample, fewest)
+        if found == 0:
+            return None
+        if found < fewest:
+            start, fewest = criterion, found
+    return [c.driver if c is start and c.driver is not None else c.probe for c in criteria]
+
+
+def _bounded_count(session: Session, sample: Fragment, limit: int) -> int:
+    rows = session.execute(
+        f"SELECT COUNT(*) FROM ({sample.sql} LIMIT ?) AS sample", (*sample.args, limit)
+    )
+    return int(rows[0][0])
+
+
 def _scope(query: SearchQuery, caller: Caller) -> list[Fragment]:
     scope = [Fragment("r.rtype = ?", (query.resource_type,)), Fragment("r.deleted = 0")]
     if not caller.sees_all_regions:
         scope.append(Fragment("r.region = ?", (caller.region,)))
-    return scope + list(query.where)
+    return scope
 
 
 def _count(session: Session, where: list[Fragment]) -> int:

@@ -18,8 +18,9 @@ writes only its region's resources, and a resource must be in its patient's regi
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -216,6 +217,23 @@ def existing_ids(session: Session, resource_type: str, ids: Sequence[str]) -> se
 
 
 # -- writing ---------------------------------------------------------------------------------------
+
+
+def lock_conditions(session: Session, conditions: Iterable[tuple[str, str]]) -> None:
+    """Serialise conditional writes on the same (type, criteria) until the transaction ends, so
+    that two clients creating "the facility with this identifier" at once make one, not two
+    (after which every later conditional create of it fails with 412). PostgreSQL: transaction
+    advisory locks, taken in one global order so that two bundles never deadlock; call before
+    the condition's search. SQLite needs none: a write transaction excludes other writers."""
+    if session.dialect != "postgresql":
+        return
+    for key in sorted({_condition_key(kind, criteria) for kind, criteria in conditions}):
+        session.execute("SELECT pg_advisory_xact_lock(?)", [key])
+
+
+def _condition_key(resource_type: str, criteria: str) -> int:
+    digest = hashlib.blake2b(f"{resource_type}?{criteria}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def apply(session: Session, caller: Caller, writes: Sequence[Write], now: str) -> list[Outcome]:

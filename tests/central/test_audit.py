@@ -7,13 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -34,31 +31,7 @@ from central.callers import Caller
 from central.database import Database, PostgresDatabase, SqliteDatabase, open_database
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 HUB = Caller("hub-north", "north", frozenset({"system/*.read", "system/*.write"}))
-
-
-# Until tests/central/conftest.py brings the shared ``database`` fixture: a fresh database on
-# each backend (a SQLite file in tmp_path; a PostgreSQL schema of its own).
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        db = open_database(f"sqlite:///{tmp_path / 'central.db'}")
-        db.create()
-        yield db
-        db.close()
-        return
-    schema = f"test_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    db = open_database(f"{POSTGRES}?options=-csearch_path%3D{schema}")
-    try:
-        db.create()
-        yield db
-    finally:
-        db.close()
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def another_process(database: Database) -> Database:
@@ -386,10 +359,14 @@ def test_two_processes_writing_at_once_make_one_chain(database: Database) -> Non
 
     def write_many(db: Database, who: str) -> None:
         caller = Caller(who, "north", frozenset())
-        for n in range(40):
-            together.wait()  # both race for the head in every round
-            with db.write() as session:
-                append(session, [read_event(n, caller), read_event(n, caller)], NOW)
+        try:
+            for n in range(40):
+                together.wait(timeout=30)  # both race for the head in every round
+                with db.write() as session:
+                    append(session, [read_event(n, caller), read_event(n, caller)], NOW)
+        except BaseException:
+            together.abort()  # the other writer stops waiting for this one
+            raise
 
     with ThreadPoolExecutor(len(writers)) as pool:
         running = [pool.submit(write_many, db, f"hub-{i}") for i, db in enumerate(writers)]

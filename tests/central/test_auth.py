@@ -6,15 +6,12 @@ from __future__ import annotations
 import secrets
 import threading
 import uuid
-from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jwt
-import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
@@ -35,33 +32,9 @@ from central.errors import NotAuthenticated, TokenRefused
 from central.settings import Settings
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 SETTINGS = Settings()
 TOKEN_URL = "http://127.0.0.1:8800/auth/token"
 ALLOWED = "system/*.read system/*.write"
-
-
-# Until tests/central/conftest.py brings the shared ``database`` fixture: a fresh database on
-# each backend (a SQLite file in tmp_path; a PostgreSQL schema of its own).
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        db = open_database(f"sqlite:///{tmp_path / 'central.db'}")
-        db.create()
-        yield db
-        db.close()
-        return
-    schema = f"test_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    db = open_database(f"{POSTGRES}?options=-csearch_path%3D{schema}")
-    try:
-        db.create()
-        yield db
-    finally:
-        db.close()
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def another_process(database: Database) -> Database:
@@ -458,7 +431,7 @@ def _claims(**change: Any) -> dict[str, Any]:
 def test_a_forged_token_is_refused(database: Database, hub: Hub, clock: FixedClock) -> None:
     with pytest.raises(NotAuthenticated, match="not issued by central"):
         authenticate(database, SETTINGS, _forge(_claims(), secrets.token_bytes(32)), clock)
-    unsigned = jwt.encode(_claims(), None, algorithm="none")
+    unsigned = jwt.encode(_claims(), "", algorithm="none")
     with pytest.raises(NotAuthenticated, match="not issued by central"):
         authenticate(database, SETTINGS, f"Bearer {unsigned}", clock)
 

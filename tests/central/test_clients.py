@@ -2,46 +2,18 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from central.clients import add_client, get_client, list_clients, revoke_client
-from central.database import Database, open_database
+from central.database import Database
 from central.errors import Refused
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-# Until tests/central/conftest.py brings the shared ``database`` fixture: a fresh database on
-# each backend (a SQLite file in tmp_path; a PostgreSQL schema of its own).
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        db = open_database(f"sqlite:///{tmp_path / 'central.db'}")
-        db.create()
-        yield db
-        db.close()
-        return
-    schema = f"test_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    db = open_database(f"{POSTGRES}?options=-csearch_path%3D{schema}")
-    try:
-        db.create()
-        yield db
-    finally:
-        db.close()
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def ec_jwk(kid: str = "k1", curve: ec.EllipticCurve | None = None) -> dict[str, Any]:
