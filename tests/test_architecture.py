@@ -11,6 +11,7 @@ PACKAGES = ["care_record", "field_app", "sync_hub", "central", "sms", "audio_con
 MAY_READ_ENVIRONMENT = {
     "field_app/settings.py",
     "field_app/__main__.py",
+    "field_app/demo/__main__.py",
     "sync_hub/settings.py",
     "sync_hub/__main__.py",
     "central/settings.py",

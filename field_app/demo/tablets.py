@@ -1,23 +1,13 @@
-"""``make demo``: a scripted day through the real CLI and a real hub, printing what it did.
-
-Part one is one tablet: registration, visits, follow-ups, a conflict, locking, erasing. Part two
-starts a regional hub (``python -m sync_hub serve``), enrols two tablets, lets both CHWs edit
-the same patient offline, syncs, and shows the merged chart with its listed conflict on both.
-
-It runs in a fresh temporary folder, so it never touches a real store, and leaves nothing
-behind unless ``--keep`` is given.
-"""
+"""Parts one and two of the demo: one tablet through the CLI, then a hub and two tablets."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import shlex
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -39,7 +29,11 @@ class Script:
         self.clock = SystemClock()
         self.name = name
 
-    def run(self, *argv: str, pin: str | None = None, expect_fail: bool = False) -> str:
+    def run(
+        self, *argv: str, pin: str | None = None, expect_fail: bool = False, quiet: bool = False
+    ) -> str:
+        """Run the tablet's CLI in process, printing the command and, unless ``quiet``, what
+        it wrote."""
         env = dict(self.env)
         if pin is not None:
             env["FIELD_APP_PIN"] = pin
@@ -50,13 +44,34 @@ class Script:
         code = main(
             list(argv), env=env, clock=self.clock, stdin=io.StringIO(), stdout=out, stderr=err
         )
-        for line in (err.getvalue() + out.getvalue()).splitlines():
+        for line in (err.getvalue() + ("" if quiet else out.getvalue())).splitlines():
             print(f"  {line}")
         if (code != 0) != expect_fail:
             raise SystemExit(f"demo step failed unexpectedly (exit {code}): {shown}")
         if expect_fail:
             print(f"  (refused as expected, exit {code}; nothing was changed)")
         return out.getvalue().strip()
+
+
+# Part one's patient and her antenatal contact; part three records them again, for central.
+REGISTRATION = {
+    "given": "Ámina", "family": "Mwakilema", "sex": "female", "birth_date": "1998-06-14",
+    "phone": "+255712345678", "village": "Kilosa", "language": "sw",
+    "pregnancy_status": "pregnant", "consent_data_sharing": True,
+    "consent_sms_reminders": True, "consent_voice_reminders": False,
+}  # fmt: skip
+
+
+def anc_answers(s: Script) -> dict[str, object]:
+    """An antenatal contact at 26 weeks: severe headache, blurred vision, 148/96."""
+    lmp = s.clock.now().date() - timedelta(weeks=26, days=2)
+    return {
+        "contact_number": 2, "lmp": lmp.isoformat(), "has_danger_sign": True,
+        "danger_signs": ["severe_headache", "visual_disturbance"], "central_cyanosis": False,
+        "bp_taken": True, "systolic": 148, "diastolic": 96, "fetal_movement": True,
+        "ifa_daily": True, "td_status": "this_pregnancy", "itn_last_night": True,
+        "birth_plan": False,
+    }  # fmt: skip
 
 
 def answers_file(folder: Path, name: str, answers: dict[str, object]) -> str:
@@ -85,12 +100,7 @@ def demo(folder: Path) -> None:
     say("Register a pregnant woman through the registration form (answers from a file).")
     mother = s.run(
         "register", "--form", "patient_registration",
-        "--answers", answers_file(folder, "registration", {
-            "given": "Ámina", "family": "Mwakilema", "sex": "female", "birth_date": "1998-06-14",
-            "phone": "+255712345678", "village": "Kilosa", "language": "sw",
-            "pregnancy_status": "pregnant", "consent_data_sharing": True,
-            "consent_sms_reminders": True, "consent_voice_reminders": False,
-        }),
+        "--answers", answers_file(folder, "registration", REGISTRATION),
     )  # fmt: skip
     say("And two more patients with the short command.")
     child = s.run(
@@ -111,16 +121,9 @@ def demo(folder: Path) -> None:
         " signs and create the urgent referral, a check that she reached hospital, and her next"
         " contact with an SMS reminder in her own language."
     )
-    lmp = s.clock.now().date() - timedelta(weeks=26, days=2)
     s.run(
         "visit", "record", "--patient", mother, "--form", "anc_contact",
-        "--answers", answers_file(folder, "anc", {
-            "contact_number": 2, "lmp": lmp.isoformat(), "has_danger_sign": True,
-            "danger_signs": ["severe_headache", "visual_disturbance"], "central_cyanosis": False,
-            "bp_taken": True, "systolic": 148, "diastolic": 96, "fetal_movement": True,
-            "ifa_daily": True, "td_status": "this_pregnancy", "itn_last_night": True,
-            "birth_plan": False,
-        }),
+        "--answers", answers_file(folder, "anc", anc_answers(s)),
     )  # fmt: skip
     say("The chart now holds the visit, its coded observations, the referral and the tasks.")
     s.run("patient", "show", mother)
@@ -227,7 +230,7 @@ def scan(folder: Path, secrets: list[str]) -> None:
 
 def hub_demo(folder: Path) -> None:
     say("PART TWO: a regional hub and two tablets.")
-    port = _free_port()
+    port = free_port()
     database = folder / "hub.db"
     hub_command = [sys.executable, "-m", "sync_hub", "--db", str(database)]
     print(f"\n$ python -m sync_hub serve --port {port}")
@@ -298,7 +301,7 @@ def settings_user(script: Script) -> str:
     return Path(script.env["FIELD_APP_DATA"]).name.removeprefix("tablet-")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -313,23 +316,3 @@ def _wait_for(url: str) -> None:
             pass
         time.sleep(0.1)
     raise SystemExit("the hub did not start")
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m field_app.demo", description=__doc__)
-    parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it")
-    args = parser.parse_args(argv)
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=False)
-        demo(args.keep / "tablet")
-        hub_demo(args.keep)
-    else:
-        with tempfile.TemporaryDirectory(prefix="field-app-demo-") as tmp:
-            demo(Path(tmp) / "tablet")
-            hub_demo(Path(tmp))
-    print("\ndemo finished")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:]))
