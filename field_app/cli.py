@@ -364,12 +364,25 @@ def format_chart(view: ChartView) -> str:
         )
     for task in view.records("tasks"):
         lines.append(f"  task due {task['due']}: {task['description']} ({task['status']})")
+    for message in sorted(view.records("messages"), key=lambda m: str(m["sent_at"])):
+        lines.append(
+            f"  {_MESSAGE_HEADINGS.get(message['direction'], 'message')} {message['sent_at']} "
+            f"from {message['author']}: {message['text']}"
+        )
     for conflict in view.conflicts:
         values = ", ".join(repr(e.value) for e in conflict.values)
         lines.append(
             f"  {'REVIEW ' if conflict.risky else ''}conflict in {conflict.path}: {values}"
         )
     return "\n".join(lines)
+
+
+_MESSAGE_HEADINGS = {
+    "to_chw": "advice",
+    "from_chw": "note to the clinician",
+    "from_patient": "patient's reply",
+    "to_patient": "sent to the patient",
+}
 
 
 def _finding(observation: Mapping[str, Any]) -> str:

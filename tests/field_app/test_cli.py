@@ -170,6 +170,31 @@ def test_an_unknown_task_is_refused(tablet, chart_doc: Callable[[str], bytes]) -
 # -- conflicts --------------------------------------------------------------------------------
 
 
+def test_patient_show_lists_the_clinicians_advice_and_the_chws_notes(
+    tablet, settings: Settings, clock: FixedClock
+) -> None:
+    patient = add_amina(tablet)
+    session = unlock(settings, clock, USER, PIN)
+    chart = session.store.get_chart(patient)
+    note = chart.add_message(
+        {"direction": "from_chw", "channel": "app", "author": "amina", "text": "Swollen feet.",
+         "sent_at": clock.now()}
+    )  # fmt: skip
+    clock.advance(timedelta(minutes=5))
+    chart.add_message(
+        {"direction": "to_chw", "channel": "console", "author": "Dr. Mwakasege",
+         "text": "Check her blood pressure today.", "sent_at": clock.now(), "in_reply_to": note}
+    )  # fmt: skip
+    session.store.put_chart(chart)
+    session.lock()
+
+    text = tablet.ok("patient", "show", patient).splitlines()
+
+    shown = [line for line in text if "from amina" in line or "from Dr. Mwakasege" in line]
+    assert [line.split(" ", 4)[2] for line in shown] == ["note", "advice"]
+    assert shown[1].endswith("from Dr. Mwakasege: Check her blood pressure today.")
+
+
 def make_phone_conflict(settings: Settings, clock: FixedClock, patient: str) -> None:
     """What two tablets editing the phone offline leave after a sync."""
     session = unlock(settings, clock, USER, PIN)
