@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post, route
 from litestar.exceptions import HTTPException
+from litestar.params import FromPath, RawBody
 
 from central import auth
 from central.clock import Clock, SystemClock, instant
@@ -91,7 +92,7 @@ def create_app(
         }
 
     @post("/auth/token", sync_to_thread=True, status_code=200)
-    def token(body: bytes) -> Response[bytes]:
+    def token(body: RawBody) -> Response[bytes]:
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         answer = auth.issue_token(database, settings, form, clock)
         return Response(
@@ -101,12 +102,14 @@ def create_app(
         )
 
     @post("/fhir", sync_to_thread=True, status_code=200)
-    def bundle(request: Request[Any, Any, Any], body: bytes) -> Response[bytes]:
+    def bundle(request: Request[Any, Any, Any], body: RawBody) -> Response[bytes]:
         ctx = context(request)
         return _fhir(bundles.process(ctx, _json(request, body)))
 
     @route("/fhir/{path:path}", http_method=["GET", "POST", "PUT", "DELETE"], sync_to_thread=True)
-    def fhir(request: Request[Any, Any, Any], path: str, body: bytes) -> Response[bytes]:
+    def fhir(
+        request: Request[Any, Any, Any], path: FromPath[str], body: RawBody
+    ) -> Response[bytes]:
         ctx = context(request)
         parts = [p for p in path.strip("/").split("/") if p]
         return _dispatch(ctx, request, parts, body)

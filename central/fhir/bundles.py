@@ -137,7 +137,8 @@ def _transaction(ctx: Context, entries: list[Entry]) -> list[dict[str, Any]]:
     now = ctx.now()
     with ctx.database.write() as session:
         answers: dict[int, dict[str, Any]] = {}
-        existing = _resolve_conditionals(session, ctx, entries, answers)
+        read: list[Stored] = []  # what the bundle answers with but does not write
+        existing = _resolve_conditionals(session, ctx, entries, answers, read)
         names = _assign_ids(entries, existing)
         for entry in entries:
             if entry.resource is not None:
@@ -148,16 +149,25 @@ def _transaction(ctx: Context, entries: list[Entry]) -> list[dict[str, Any]]:
             answers[entry.index] = _answer(outcome, entry.method)
         for entry in sorted(entries, key=lambda e: e.index):
             if entry.method == "GET":
-                answers[entry.index] = _get(session, ctx, entry)
-        audit.append(session, [_audit(ctx, writes, outcomes, now)], now)
+                found = _get(session, ctx, entry)
+                read.append(found)
+                answers[entry.index] = {
+                    "resource": found.content,
+                    "response": _response_part(found, 200),
+                }
+        audit.append(session, [_audit(ctx, writes, outcomes, read, now)], now)
     return [answers[e.index] for e in entries]
 
 
 def _resolve_conditionals(
-    session: Session, ctx: Context, entries: list[Entry], answers: dict[int, dict[str, Any]]
+    session: Session,
+    ctx: Context,
+    entries: list[Entry],
+    answers: dict[int, dict[str, Any]],
+    read: list[Stored],
 ) -> dict[int, str]:
-    """Entries whose condition found a resource: conditional create answers with it and writes
-    nothing; conditional update and delete act on it."""
+    """Entries whose condition found a resource: conditional create answers with it (added to
+    ``read``) and writes nothing; conditional update and delete act on it."""
     found: dict[int, str] = {}
     conditions = [(e, criteria) for e in entries if (criteria := _condition(e))]
     store.lock_conditions(session, [(e.resource_type, criteria) for e, criteria in conditions])
@@ -168,6 +178,7 @@ def _resolve_conditionals(
             found[entry.index] = match
             if entry.method == "POST":
                 stored = store.read(session, ctx.caller, entry.resource_type, match)
+                read.append(stored)
                 answers[entry.index] = _answer(Outcome(stored, False, False), "POST")
     return found
 
@@ -194,12 +205,17 @@ def _assign_ids(entries: list[Entry], existing: dict[int, str]) -> dict[str, str
             given = entry.resource.get("id") if entry.method == "PUT" and entry.resource else None
             entry.id = given if isinstance(given, str) else store.assign_id()
         key = (entry.resource_type, entry.id)
-        if key in seen and entry.method != "DELETE":
+        # Deleting twice too: both would write the same next version (FHIR: a transaction whose
+        # entries' identities overlap fails).
+        if key in seen:
             raise BadRequest(
                 f"entry {entry.index}: the bundle writes this {entry.resource_type} twice"
             )
         seen.add(key)
         if entry.full_url:
+            if entry.full_url in names:
+                # bdl-7: a reference to a fullUrl two entries share would name either of them.
+                raise BadRequest(f"entry {entry.index}: another entry has the same fullUrl")
             names[entry.full_url] = f"{entry.resource_type}/{entry.id}"
     return names
 
@@ -257,12 +273,11 @@ def _writes(entries: list[Entry], existing: dict[int, str]) -> tuple[list[Write]
     return writes, owners
 
 
-def _get(session: Session, ctx: Context, entry: Entry) -> dict[str, Any]:
+def _get(session: Session, ctx: Context, entry: Entry) -> Stored:
     if entry.id is None:
         raise BadRequest(f"entry {entry.index}: GET in a transaction reads one resource by ID")
     ctx.caller.require("read", entry.resource_type)
-    found = store.read(session, ctx.caller, entry.resource_type, entry.id)
-    return {"resource": found.content, "response": _response_part(found, 200)}
+    return store.read(session, ctx.caller, entry.resource_type, entry.id)
 
 
 @contextmanager
@@ -275,14 +290,20 @@ def _about(entry: Entry) -> Iterator[None]:
         raise
 
 
-def _audit(ctx: Context, writes: list[Write], outcomes: list[Outcome], now: Any) -> dict[str, Any]:
+def _audit(
+    ctx: Context, writes: list[Write], outcomes: list[Outcome], read: list[Stored], now: Any
+) -> dict[str, Any]:
+    """One AuditEvent of the whole transaction: what it wrote and what it answered with."""
     return audit.audit_event(
         ctx.caller,
         action="E",
         interaction="transaction",
         outcome="0",
-        entities=[f"{w.resource_type}/{w.id}" for w in writes],
-        patients=interactions.patients_of([o.stored for o in outcomes]),
+        entities=[
+            *(f"{w.resource_type}/{w.id}" for w in writes),
+            *(f"{s.resource_type}/{s.id}" for s in read),
+        ],
+        patients=interactions.patients_of([*(o.stored for o in outcomes), *read]),
         query=None,
         at=now,
     )

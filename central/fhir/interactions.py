@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from central import audit
 from central.callers import Caller
@@ -52,9 +52,28 @@ def create(ctx: Context, resource_type: str, body: object, *, if_none_exist: str
             store.lock_conditions(session, [(resource_type, if_none_exist)])
             match = find_one(session, ctx, resource_type, if_none_exist)
             if match is not None:
-                return Outcome(store.read(session, ctx.caller, resource_type, match), False, False)
+                found = store.read(session, ctx.caller, resource_type, match)
+                _audit_match(session, ctx, found)
+                return Outcome(found, False, False)
         write = Write("POST", resource_type, store.assign_id(), resource)
         return _write(session, ctx, [write])[0]
+
+
+def _audit_match(session: Session, ctx: Context, found: Stored) -> None:
+    """A conditional create that found its match creates nothing but answers with the
+    resource: a read of it (action R) by the create interaction."""
+    now = ctx.now()
+    event = audit.audit_event(
+        ctx.caller,
+        action="R",
+        interaction="create",
+        outcome="0",
+        entities=[f"{found.resource_type}/{found.id}"],
+        patients=patients_of([found]),
+        query=None,
+        at=now,
+    )
+    audit.append(session, [event], now)
 
 
 def update(
@@ -210,7 +229,8 @@ def _audit_read(
         outcome="0",
         entities=[f"{s.resource_type}/{s.id}" for s in found],
         patients=patients_of(found),
-        query=" ".join(names) if names else None,
+        # audit_event takes a query string and keeps only its names: give it names alone.
+        query=urlencode([(name, "") for name in names]) if names else None,
         at=now,
     )
     with ctx.database.write() as session:
