@@ -211,14 +211,14 @@ def _search(
     ctx: Context, request: Request[Any, Any, Any], kind: str, params: list[tuple[str, str]]
 ) -> Response[bytes]:
     lenient = "handling=lenient" in request.headers.get("prefer", "")
-    page = interactions.run_search(ctx, kind, params, lenient=lenient)
+    query, page = interactions.run_search(ctx, kind, params, lenient=lenient)
     return _fhir(
         search.bundle(
             page,
             base_url=ctx.settings.fhir_base,
             resource_type=kind,
-            params=params,
-            self_url=f"{ctx.settings.fhir_base}/{kind}?{urlencode(params)}",
+            params=query.params,
+            self_url=f"{ctx.settings.fhir_base}/{kind}?{urlencode(query.params)}",
         )
     )
 

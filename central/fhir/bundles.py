@@ -144,7 +144,9 @@ def _transaction(ctx: Context, entries: list[Entry]) -> list[dict[str, Any]]:
             if entry.resource is not None:
                 _rewrite_references(session, ctx, entry, names)
         writes, owners = _writes(entries, existing)
-        outcomes = store.apply(session, ctx.caller, writes, instant(now))
+        outcomes = store.apply(
+            session, ctx.caller, writes, instant(now), base_url=ctx.settings.fhir_base
+        )
         for entry, outcome in zip(owners, outcomes, strict=True):
             answers[entry.index] = _answer(outcome, entry.method)
         for entry in sorted(entries, key=lambda e: e.index):

@@ -107,7 +107,9 @@ def delete(ctx: Context, resource_type: str, rid: str) -> Outcome:
 
 def _write(session: Session, ctx: Context, writes: Sequence[Write]) -> list[Outcome]:
     now = ctx.now()
-    outcomes = store.apply(session, ctx.caller, writes, instant(now))
+    outcomes = store.apply(
+        session, ctx.caller, writes, instant(now), base_url=ctx.settings.fhir_base
+    )
     events = [
         audit_write(ctx, w.method, [f"{w.resource_type}/{w.id}"], patients_of([o.stored]), now)
         for w, o in zip(writes, outcomes, strict=True)
@@ -127,6 +129,8 @@ def find_one(session: Session, ctx: Context, resource_type: str, query: str) -> 
         [*params, ("_count", "2")],
         page_size=2,
         max_page_size=ctx.settings.max_page_size,
+        base_url=ctx.settings.fhir_base,
+        now=ctx.now(),
     )
     page = search.execute(session, parsed, ctx.caller)
     if len(page.resources) > 1:
@@ -182,7 +186,8 @@ def history(
 
 def run_search(
     ctx: Context, resource_type: str, params: list[tuple[str, str]], *, lenient: bool
-) -> search.SearchPage:
+) -> tuple[search.SearchQuery, search.SearchPage]:
+    """The search and its first page (or the page its cursor names)."""
     ctx.caller.require("read", resource_type)
     query = search.parse(
         resource_type,
@@ -190,12 +195,14 @@ def run_search(
         page_size=ctx.settings.page_size,
         max_page_size=ctx.settings.max_page_size,
         lenient=lenient,
+        base_url=ctx.settings.fhir_base,
+        now=ctx.now(),
     )
     with ctx.database.read() as session:
         page = search.execute(session, query, ctx.caller)
     found = [_stored(r) for r in (*page.resources, *page.included)]
-    _audit_read(ctx, "search-type", found, sorted({name for name, _ in params}))
-    return page
+    _audit_read(ctx, "search-type", found, sorted({name for name, _ in query.params}))
+    return query, page
 
 
 # -- audit ------------------------------------------------------------------------------------------

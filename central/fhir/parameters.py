@@ -550,7 +550,8 @@ def _add_value(rows: IndexRows, param: SearchParam, value: object, base_url: str
     name = param.name
     if param.type == "token":
         rows.token.extend((name, system, code) for system, code in _tokens(value))
-        rows.string.extend((f"{name}:text", normalise(text)) for text in _token_texts(value))
+        texts = (normalise(text) for text in _token_texts(value))
+        rows.string.extend((f"{name}:text", text) for text in texts if text)
     elif param.type == "string":
         for text in _strings(value):
             if text.strip():

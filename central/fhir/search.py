@@ -1,18 +1,20 @@
 """FHIR R4 search: a query string parsed into SQL over the index tables, run a page at a time,
 with ``_include``/``_revinclude``, and the ``searchset`` Bundle it answers with.
 
-Each parameter is a condition on an index table keyed by (rtype, param, value), in two forms:
-a list to start from (``r.id IN (SELECT id FROM search_<type> WHERE rtype = ? AND param = ?
-AND ...)``, then ``resources`` by its primary key) and a probe of one resource (``EXISTS (...
-WHERE x.rtype = r.rtype AND x.id = r.id ...)``, on the index by owner). On SQLite each
-parameter's matches are first counted up to ``ESTIMATE_LIMIT``: the query starts from the
-fewest if they are few (a patient's encounters) and otherwise walks ``resources`` in sort order,
-probing each row until the page is full (every vital-sign observation, newest first); SQLite
-would otherwise build the whole list of every ``IN`` (tens of thousands of ids for a common
-code). PostgreSQL gets every parameter as a list, turns each into a semi-join and orders them
-from its own statistics, which costs less than counting. Values of one parameter separated by
-commas are ORed; a repeated parameter is ANDed. Deleted resources never match, and a caller
-that does not see every region sees only its own region's resources, included ones too.
+Each parameter is a condition on an index table keyed by (rtype, param, value), which the query
+uses in one of two ways: as the list of ids it starts from (the index by value, then
+``resources`` by primary key), or as a probe of each row (``EXISTS (... WHERE x.rtype =
+r.rtype AND x.id = r.id ...)``, the index by owner). PostgreSQL gets every parameter as a list
+(``r.id IN (SELECT id ...)``), turns each into a semi-join and orders them from its statistics.
+SQLite plans from guesses unless ANALYZE has run, and would build the whole list of every
+``IN`` (tens of thousands of ids for a common code) or walk ``resources`` in sort order for a
+patient's few encounters; so on SQLite each parameter's matches are first counted up to
+``ESTIMATE_LIMIT``, the query starts from the fewest if they are few (a patient's encounters),
+and otherwise walks ``resources`` in sort order probing each row until the page is full (every
+vital-sign observation, newest first), with the join order and indexes stated in the SQL.
+Values of one parameter separated by commas are ORed; a repeated parameter is ANDed. Deleted
+resources never match, and a caller that does not see every region sees only its own region's
+resources, included ones too.
 
 Paging is by keyset, not offset: a page is ``ORDER BY <sort keys>, id LIMIT n+1``, and its
 cursor names the last resource and its version (``{"id", "v"}``, URL-safe base64 of JSON).
@@ -50,7 +52,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from central.callers import Caller
-from central.database import Session
+from central.database import Dialect, Session
 from central.errors import InvalidSearch
 from central.fhir.parameters import (
     FIRST_INSTANT,
@@ -99,13 +101,15 @@ class Fragment:
 
 @dataclass(frozen=True)
 class Criterion:
-    """One parameter's condition: ``probe`` tests the row ``r``; ``driver`` (if any) is the same
-    condition as a list of ids the query can start from, and ``sample`` lists those ids for
-    counting them."""
+    """One parameter's condition. On an index table: ``condition`` on the value columns of its
+    rows for ``param`` (``negated``: the resource has no such row). On ``resources`` itself
+    (``table`` None): ``condition`` on the row ``r``, with ``ids`` when it lists ids (``_id``)."""
 
-    probe: Fragment
-    driver: Fragment | None = None
-    sample: Fragment | None = None
+    condition: Fragment
+    table: str | None = None
+    param: str = ""
+    negated: bool = False
+    ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -257,24 +261,23 @@ class _Builder:
         self.ignored.append(name)
 
     def _criterion(self, param: SearchParam, modifier: str, value: str) -> Criterion | None:
-        rtype = self.resource_type
         if modifier == "missing":
-            return _missing(rtype, param, value)
+            return _missing(param, value)
         escaped = _or_values(param.name, value)
         if not escaped:
             return None
         if param.type == "token" and modifier != "text" and param.name != "_id":
-            return _token_clause(rtype, param, modifier, escaped)
+            return _token_clause(param, modifier, escaped)
         values = [_unescape(v) for v in escaped]
         if param.name == "_id":
-            return _id_clause(rtype, values)
+            return _id_clause(values)
         if param.type == "token":
-            return _string_clause(rtype, f"{param.name}:text", "", values)
+            return _string_clause(f"{param.name}:text", "", values)
         if param.type == "string":
-            return _string_clause(rtype, param.name, modifier, values)
+            return _string_clause(param.name, modifier, values)
         if param.type == "date":
-            return _date_clause(rtype, param.name, values, self.now)
-        return _reference_clause(rtype, param, modifier, values, self.base_url)
+            return _date_clause(param.name, values, self.now)
+        return _reference_clause(param, modifier, values, self.base_url)
 
     def build(self, *, page_size: int, max_page_size: int) -> SearchQuery:
         count = page_size if self.count is None else self.count
@@ -401,28 +404,12 @@ def _include_parts(value: str, name: str) -> Include:
 # -- criteria -------------------------------------------------------------------------------------
 
 
-def _present(table: str, rtype: str, param: str, condition: Fragment) -> Criterion:
-    sample = Fragment(
-        f"SELECT id FROM {table} WHERE rtype = ? AND param = ? AND ({condition.sql})",
-        (rtype, param, *condition.args),
-    )
-    probe = Fragment(
-        f"EXISTS (SELECT 1 FROM {table} x WHERE x.rtype = r.rtype AND x.id = r.id "
-        f"AND x.param = ? AND ({condition.sql}))",
-        (param, *condition.args),
-    )
-    return Criterion(probe, Fragment(f"r.id IN ({sample.sql})", sample.args), sample)
+def _present(table: str, param: str, condition: Fragment) -> Criterion:
+    return Criterion(condition, table, param)
 
 
-def _absent(table: str, param: str, condition: Fragment | None = None) -> Criterion:
-    extra = f" AND ({condition.sql})" if condition else ""
-    return Criterion(
-        Fragment(
-            f"NOT EXISTS (SELECT 1 FROM {table} x WHERE x.rtype = r.rtype AND x.id = r.id "
-            f"AND x.param = ?{extra})",
-            (param, *(condition.args if condition else ())),
-        )
-    )
+def _absent(table: str, param: str, condition: Fragment = Fragment("1 = 1")) -> Criterion:
+    return Criterion(condition, table, param, negated=True)
 
 
 def _any_of(conditions: list[Fragment]) -> Fragment:
@@ -432,34 +419,29 @@ def _any_of(conditions: list[Fragment]) -> Fragment:
     )
 
 
-def _missing(rtype: str, param: SearchParam, value: str) -> Criterion:
+def _missing(param: SearchParam, value: str) -> Criterion:
     if value not in ("true", "false"):
         raise InvalidSearch(f"{param.name}:missing: must be true or false")
     table = _TABLES[param.type]
     if value == "true":
         return _absent(table, param.name)
-    return _present(table, rtype, param.name, Fragment("1 = 1"))
+    return _present(table, param.name, Fragment("1 = 1"))
 
 
-def _id_clause(rtype: str, values: list[str]) -> Criterion:
-    listed = Fragment(f"r.id IN ({_marks(values)})", tuple(values))
-    sample = Fragment(
-        f"SELECT id FROM resources WHERE rtype = ? AND id IN ({_marks(values)})",
-        (rtype, *values),
-    )
-    return Criterion(listed, listed, sample)
+def _id_clause(values: list[str]) -> Criterion:
+    return Criterion(Fragment(f"r.id IN ({_marks(values)})", tuple(values)), ids=tuple(values))
 
 
 def _marks(values: Sequence[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def _token_clause(rtype: str, param: SearchParam, modifier: str, values: list[str]) -> Criterion:
+def _token_clause(param: SearchParam, modifier: str, values: list[str]) -> Criterion:
     """``values`` still escaped: a ``\\|`` is part of a code, not the system's end."""
     condition = _any_of([_token_condition(param.name, value) for value in values])
     if modifier == "not":
         return _absent("search_token", param.name, condition)
-    return _present("search_token", rtype, param.name, condition)
+    return _present("search_token", param.name, condition)
 
 
 def _token_condition(name: str, value: str) -> Fragment:
@@ -474,15 +456,15 @@ def _token_condition(name: str, value: str) -> Fragment:
     return Fragment("code = ? AND system = ?", (code, system))
 
 
-def _string_clause(rtype: str, name: str, modifier: str, values: list[str]) -> Criterion:
+def _string_clause(name: str, modifier: str, values: list[str]) -> Criterion:
     if modifier == "exact":
         exact = [Fragment("value = ?", (indexed(v),)) for v in values]
-        return _present("search_string", rtype, f"{name}:exact", _any_of(exact))
+        return _present("search_string", f"{name}:exact", _any_of(exact))
     conditions = [
         _contains(normalise(v)) if modifier == "contains" else _starts_with(normalise(v))
         for v in values
     ]
-    return _present("search_string", rtype, name, _any_of(conditions))
+    return _present("search_string", name, _any_of(conditions))
 
 
 def _starts_with(prefix: str) -> Fragment:
@@ -511,14 +493,14 @@ def _contains(text: str) -> Fragment:
     return Fragment("value LIKE ? ESCAPE '\\'", (f"%{escaped}%",))
 
 
-def _date_clause(rtype: str, name: str, values: list[str], now: datetime | None) -> Criterion:
+def _date_clause(name: str, values: list[str], now: datetime | None) -> Criterion:
     if name == "_lastUpdated":
         conditions = [
             _date_condition(name, v, now, "r.last_updated", "r.last_updated") for v in values
         ]
         return Criterion(_any_of(conditions))
     conditions = [_date_condition(name, v, now, "low", "high") for v in values]
-    return _present("search_date", rtype, name, _any_of(conditions))
+    return _present("search_date", name, _any_of(conditions))
 
 
 def _date_condition(name: str, value: str, now: datetime | None, low: str, high: str) -> Fragment:
@@ -565,15 +547,14 @@ def _moment(instant: str) -> datetime:
 
 
 def _reference_clause(
-    rtype: str, param: SearchParam, modifier: str, values: list[str], base_url: str
+    param: SearchParam, modifier: str, values: list[str], base_url: str
 ) -> Criterion:
     if modifier == "identifier":
         condition = _any_of([_token_condition(param.name, v) for v in values])
-        return _present("search_token", rtype, f"{param.name}:identifier", condition)
+        return _present("search_token", f"{param.name}:identifier", condition)
     targets = [t for v in values for t in _reference_targets(param, modifier, v, base_url)]
     return _present(
         "search_reference",
-        rtype,
         param.name,
         Fragment(f"target IN ({_marks(targets)})", tuple(targets)),
     )
@@ -631,17 +612,18 @@ def _decode_cursor(text: str) -> Cursor:
 def execute(session: Session, query: SearchQuery, caller: Caller) -> SearchPage:
     """One page of ``query``'s results that ``caller`` may see, with what it includes. Raises
     InvalidSearch for a cursor that names no version this caller could have paged past."""
-    where = _plan(session, query.where)
-    if where is None:  # a parameter matches nothing at all
+    plan = _plan(session, query)
+    if plan is None:  # a parameter matches nothing at all
         return SearchPage([], [], None if query.total == "none" else 0, None)
+    source, where = plan
     where = _scope(query, caller) + where
-    total = None if query.total == "none" else _count(session, where)
+    total = None if query.total == "none" else _count(session, source, where)
     if query.count == 0:
         return SearchPage([], [], total, None)
-    keys = _sort_keys(query)
+    keys = _sort_keys(query, session.dialect)
     if query.cursor is not None:
         where.append(_after(keys, _anchor(session, query, caller, query.cursor)))
-    rows = session.execute(*_page_sql(keys, where, query.count + 1))
+    rows = session.execute(*_page_sql(keys, source, where, query.count + 1))
     more = len(rows) > query.count
     rows = rows[: query.count]
     resources = [_decode(row[2]) for row in rows]
@@ -650,22 +632,80 @@ def execute(session: Session, query: SearchQuery, caller: Caller) -> SearchPage:
     return SearchPage(resources, included, total, next_cursor)
 
 
-def _plan(session: Session, criteria: Sequence[Criterion]) -> list[Fragment] | None:
-    """The conditions of the query: the criterion with the fewest matches, if they are fewer
-    than ESTIMATE_LIMIT, as the list the query starts from, every other as a probe. None if a
-    criterion matches nothing."""
-    if session.dialect == "postgresql":  # its planner chooses from its own statistics
-        return [c.driver or c.probe for c in criteria]
-    start, fewest = None, ESTIMATE_LIMIT
+def _plan(session: Session, query: SearchQuery) -> tuple[Fragment, list[Fragment]] | None:
+    """Where the query starts (its FROM) and the conditions of its criteria; None if a
+    criterion matches nothing. PostgreSQL: every criterion as a list of ids, for its planner to
+    order. SQLite: the criterion with the fewest matches, if fewer than ESTIMATE_LIMIT, as the
+    list the query starts from, joined to ``resources`` in that order (``CROSS JOIN`` keeps
+    SQLite from reordering it), and every other criterion as a probe of each row."""
+    rtype, criteria = query.resource_type, query.where
+    if session.dialect == "postgresql":
+        return Fragment("resources r"), [_listed(c, rtype) for c in criteria]
+    start: tuple[Criterion, Fragment] | None = None
+    fewest = ESTIMATE_LIMIT
     for criterion in criteria:
-        if criterion.sample is None:
+        sample = _sample(criterion, rtype)
+        if sample is None:
             continue
-        found = _bounded_count(session, criterion.sample, fewest)
+        found = _bounded_count(session, sample, fewest)
         if found == 0:
             return None
         if found < fewest:
-            start, fewest = criterion, found
-    return [c.driver if c is start and c.driver is not None else c.probe for c in criteria]
+            start, fewest = (criterion, sample), found
+    if start is None:
+        return Fragment("resources r"), [_probe(c, session.dialect) for c in criteria]
+    first, sample = start
+    # OFFSET keeps SQLite from flattening the list into its DISTINCT, which it would then read
+    # from the index by owner (ids in order, so no sorting) over every row of the type.
+    source = Fragment(
+        f"(SELECT DISTINCT id FROM ({sample.sql} LIMIT -1 OFFSET 0) AS s) AS d "
+        "CROSS JOIN resources r",
+        sample.args,
+    )
+    probes = [_probe(c, session.dialect) for c in criteria if c is not first]
+    return source, [Fragment("r.id = d.id"), *probes]
+
+
+def _sample(criterion: Criterion, rtype: str) -> Fragment | None:
+    """The ids a criterion matches, as a query; None for one that cannot list them."""
+    if criterion.ids:
+        return Fragment(
+            f"SELECT id FROM resources WHERE rtype = ? AND id IN ({_marks(criterion.ids)})",
+            (rtype, *criterion.ids),
+        )
+    if criterion.table is None or criterion.negated:
+        return None
+    return Fragment(
+        f"SELECT id FROM {criterion.table} WHERE rtype = ? AND param = ? "
+        f"AND ({criterion.condition.sql})",
+        (rtype, criterion.param, *criterion.condition.args),
+    )
+
+
+def _listed(criterion: Criterion, rtype: str) -> Fragment:
+    sample = _sample(criterion, rtype)
+    if sample is None or criterion.table is None:
+        return _probe(criterion, "postgresql")
+    return Fragment(f"r.id IN ({sample.sql})", sample.args)
+
+
+def _probe(criterion: Criterion, dialect: Dialect) -> Fragment:
+    """The criterion tested on the row ``r``: its index rows found by owner."""
+    if criterion.table is None:
+        return criterion.condition
+    table = criterion.table
+    return Fragment(
+        f"{'NOT ' if criterion.negated else ''}EXISTS (SELECT 1 FROM {table} x"
+        f"{_by_owner(table, dialect)} WHERE x.rtype = r.rtype AND x.id = r.id AND x.param = ? "
+        f"AND ({criterion.condition.sql}))",
+        (criterion.param, *criterion.condition.args),
+    )
+
+
+def _by_owner(table: str, dialect: Dialect) -> str:
+    """SQLite's hint to look an index table up by owner: without statistics its planner would
+    take the value index, which has more columns, and scan all of a parameter's rows."""
+    return f" INDEXED BY {table}_owner" if dialect == "sqlite" else ""
 
 
 def _bounded_count(session: Session, sample: Fragment, limit: int) -> int:
@@ -682,10 +722,11 @@ def _scope(query: SearchQuery, caller: Caller) -> list[Fragment]:
     return scope
 
 
-def _count(session: Session, where: list[Fragment]) -> int:
+def _count(session: Session, source: Fragment, where: list[Fragment]) -> int:
     condition = _all_of(where)
     rows = session.execute(
-        f"SELECT COUNT(*) FROM resources r WHERE {condition.sql}", condition.args
+        f"SELECT COUNT(*) FROM {source.sql} WHERE {condition.sql}",
+        (*source.args, *condition.args),
     )
     return int(rows[0][0])
 
@@ -697,39 +738,40 @@ def _all_of(fragments: list[Fragment]) -> Fragment:
     )
 
 
-def _sort_keys(query: SearchQuery) -> list[tuple[Fragment, bool]]:
+def _sort_keys(query: SearchQuery, dialect: Dialect) -> list[tuple[Fragment, bool]]:
     """(expression, descending) of every sort key, the id last unless a key already is."""
-    keys = [(_sort_expression(key), key.descending) for key in query.sort]
+    keys = [(_sort_expression(key, dialect), key.descending) for key in query.sort]
     if all(key.name != "_id" for key in query.sort):
         keys.append((Fragment("r.id"), query.sort[-1].descending))
     return keys
 
 
-def _sort_expression(key: SortKey) -> Fragment:
+def _sort_expression(key: SortKey, dialect: Dialect) -> Fragment:
     if key.name == "_lastUpdated":
         return Fragment("r.last_updated")
     if key.name == "_id":
         return Fragment("r.id")
     pick = "MAX" if key.descending else "MIN"
     return Fragment(
-        f"COALESCE((SELECT {pick}(d.low) FROM search_date d WHERE d.rtype = r.rtype "
-        f"AND d.id = r.id AND d.param = ?), '{_MISSING_LAST[key.descending]}')",
+        f"COALESCE((SELECT {pick}(x.low) FROM search_date x{_by_owner('search_date', dialect)} "
+        "WHERE x.rtype = r.rtype "
+        f"AND x.id = r.id AND x.param = ?), '{_MISSING_LAST[key.descending]}')",
         (key.name,),
     )
 
 
 def _page_sql(
-    keys: list[tuple[Fragment, bool]], where: list[Fragment], limit: int
+    keys: list[tuple[Fragment, bool]], source: Fragment, where: list[Fragment], limit: int
 ) -> tuple[str, tuple[object, ...]]:
     selected = ", ".join(f"{expression.sql} AS k{i}" for i, (expression, _) in enumerate(keys))
     order = ", ".join(f"k{i}{' DESC' if desc else ''}" for i, (_, desc) in enumerate(keys))
     condition = _all_of(where)
     sql = (
-        f"SELECT r.id, r.version, r.content, {selected} FROM resources r "
+        f"SELECT r.id, r.version, r.content, {selected} FROM {source.sql} "
         f"WHERE {condition.sql} ORDER BY {order} LIMIT ?"
     )
     select_args = tuple(arg for expression, _ in keys for arg in expression.args)
-    return sql, (*select_args, *condition.args, limit)
+    return sql, (*select_args, *source.args, *condition.args, limit)
 
 
 def _after(keys: list[tuple[Fragment, bool]], values: list[str]) -> Fragment:
@@ -812,8 +854,9 @@ def _included(
 
 
 def _included_targets(session: Session, include: Include, ids: list[str]) -> list[tuple[str, str]]:
+    by_owner = _by_owner("search_reference", session.dialect)
     rows = session.execute(
-        f"SELECT DISTINCT target FROM search_reference WHERE rtype = ? AND param = ? "
+        f"SELECT DISTINCT target FROM search_reference{by_owner} WHERE rtype = ? AND param = ? "
         f"AND id IN ({_marks(ids)})",
         (include.source, include.param, *ids),
     )

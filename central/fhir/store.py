@@ -236,7 +236,9 @@ def _condition_key(resource_type: str, criteria: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def apply(session: Session, caller: Caller, writes: Sequence[Write], now: str) -> list[Outcome]:
+def apply(
+    session: Session, caller: Caller, writes: Sequence[Write], now: str, *, base_url: str = ""
+) -> list[Outcome]:
     """Do ``writes`` in the session's transaction (see the module's docstring). Raises
     Forbidden, PreconditionFailed, Gone, NotFound or BadReference; the caller rolls back."""
     plan = _Plan(writes, _load_current(session, writes))
@@ -246,7 +248,7 @@ def apply(session: Session, caller: Caller, writes: Sequence[Write], now: str) -
     _assign_regions(session, caller, plan)
     _check_references(session, caller, plan)
     outcomes = [_outcome(write, plan, now) for write in writes]
-    _store(session, plan, outcomes)
+    _store(session, plan, outcomes, base_url)
     return outcomes
 
 
@@ -435,7 +437,7 @@ def _same(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return without_version(before) == without_version(after)
 
 
-def _store(session: Session, plan: _Plan, outcomes: list[Outcome]) -> None:
+def _store(session: Session, plan: _Plan, outcomes: list[Outcome], base_url: str) -> None:
     rows, history_rows, owners = [], [], []
     tokens: list[tuple[object, ...]] = []
     strings: list[tuple[object, ...]] = []
@@ -456,7 +458,7 @@ def _store(session: Session, plan: _Plan, outcomes: list[Outcome]) -> None:
             owners.append((s.resource_type, s.id))
         if s.content is None:
             continue
-        index = index_rows(s.content)
+        index = index_rows(s.content, base_url=base_url)
         head = (s.resource_type, s.id)
         tokens.extend(head + row for row in index.token)
         strings.extend(head + row for row in index.string)
