@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 import psycopg
 import psycopg_pool
+from psycopg import sql
 
 from central.errors import Busy
 
@@ -43,6 +44,11 @@ class Session(Protocol):
         ...
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        """Insert many rows into a table (no conflict handling): the fastest way each backend
+        has (PostgreSQL's COPY)."""
+        ...
 
 
 class Database(Protocol):
@@ -83,6 +89,13 @@ class _SqliteSession:
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         self.conn.executemany(sql, rows)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        marks = ", ".join("?" * len(columns))
+        self.conn.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
+            rows,
+        )
 
 
 class SqliteDatabase:
@@ -213,6 +226,17 @@ class _PostgresSession:
             return
         with self.conn.cursor() as cursor:
             cursor.executemany(_pg(sql), rows)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        # COPY costs the server a fraction of what as many INSERT statements do.
+        if not rows:
+            return
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 class PostgresDatabase:

@@ -473,23 +473,15 @@ def _store(session: Session, plan: _Plan, outcomes: list[Outcome], base_url: str
         "region = excluded.region, deleted = excluded.deleted, content = excluded.content",
         rows,
     )
-    session.executemany(
-        "INSERT INTO history (rtype, id, version, last_updated, region, method, content) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+    session.insert(
+        "history",
+        ("rtype", "id", "version", "last_updated", "region", "method", "content"),
         history_rows,
     )
-    session.executemany(
-        "INSERT INTO search_token (rtype, id, param, system, code) VALUES (?, ?, ?, ?, ?)", tokens
-    )
-    session.executemany(
-        "INSERT INTO search_string (rtype, id, param, value) VALUES (?, ?, ?, ?)", strings
-    )
-    session.executemany(
-        "INSERT INTO search_date (rtype, id, param, low, high) VALUES (?, ?, ?, ?, ?)", dates
-    )
-    session.executemany(
-        "INSERT INTO search_reference (rtype, id, param, target) VALUES (?, ?, ?, ?)", refs
-    )
+    session.insert("search_token", ("rtype", "id", "param", "system", "code"), tokens)
+    session.insert("search_string", ("rtype", "id", "param", "value"), strings)
+    session.insert("search_date", ("rtype", "id", "param", "low", "high"), dates)
+    session.insert("search_reference", ("rtype", "id", "param", "target"), refs)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
