@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "store": "benchmarks.store",
     "sync": "benchmarks.sync",
     "forms": "benchmarks.forms",
+    "central": "benchmarks.central",
 }
 
 

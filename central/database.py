@@ -189,11 +189,15 @@ class SqliteDatabase:
                 session.execute(statement)
 
     def close(self) -> None:
+        """Close the idle connections; SQLite first refreshes the planner's statistics of the
+        tables that changed much (``PRAGMA optimize``, as SQLite advises before closing)."""
         while True:
             try:
-                self._pool.get_nowait().close()
+                conn = self._pool.get_nowait()
             except queue.Empty:
                 return
+            conn.execute("PRAGMA optimize")
+            conn.close()
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------
