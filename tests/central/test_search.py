@@ -99,7 +99,7 @@ class Store:
         if resource is None:
             return
         rows = index_rows(resource, base_url=BASE)
-        inserts = {
+        inserts: dict[str, Sequence[tuple[str, ...]]] = {
             "search_token (rtype, id, param, system, code)": rows.token,
             "search_string (rtype, id, param, value)": rows.string,
             "search_date (rtype, id, param, low, high)": rows.date,
@@ -431,8 +431,9 @@ def named(store: Store) -> Store:
     ],
 )
 def test_string_forms(named: Store, params: str, expected: set[str]) -> None:
-    pairs = [tuple(p.split("=", 1)) for p in params.split("&")]
-    assert set(named.ids("Patient", pairs)) == expected  # type: ignore[arg-type]
+    # Split by hand: a query-string parser would decode the '%' and '+' these values hold.
+    pairs = [(name, value) for name, _, value in (p.partition("=") for p in params.split("&"))]
+    assert set(named.ids("Patient", pairs)) == expected
 
 
 # -- references -----------------------------------------------------------------------------------
@@ -692,8 +693,7 @@ def test_a_tampered_cursor_is_an_invalid_search(store: Store, cursor: str) -> No
     store.put(patient("p1"))
     store.put(patient("south"), region="south")
     message = invalid(store, "Patient", [("_cursor", cursor), ("_count", "1")], caller=NORTH)
-    assert message.startswith("_cursor:")
-    assert cursor[:20] not in message or cursor == ""
+    assert message == "_cursor: not a cursor central gave; start the search again"
 
 
 def test_count_total_and_summary(store: Store) -> None:
