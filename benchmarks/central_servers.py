@@ -1,8 +1,7 @@
 """Real servers for the central benchmark: central and a hub, each in its own process group.
 
-``ServerProcess`` starts a command with its own environment on a free port, waits until its
-health URL answers, and on the way out stops the whole process group it made (central runs
-several worker processes). ``central_server`` starts ``python -m central serve`` on a database
+Each runs in a ``benchmarks.servers.ServerProcess`` (central forks several worker processes,
+which stop with it). ``central_server`` starts ``python -m central serve`` on a database
 URL with ``CENTRAL_WORKERS=2``; ``hub_server`` starts ``python -m sync_hub serve`` pushing to a
 central. Clients are registered in central's database with ``central.clients.add_client``
 before the server starts, each with a P-384 key made here, and get their bearer tokens at
@@ -15,23 +14,18 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 import psycopg
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from benchmarks.hub_process import process_cpu_seconds
+from benchmarks.servers import ServerProcess, free_port, process_cpu_seconds
 from central.clients import add_client
 from central.database import open_database
 from sync_hub.credentials import client_assertion, public_jwk
@@ -47,98 +41,6 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 READ_SCOPE = "system/*.read"
 # Validating FHIR is CPU-bound: one worker process per core of this 2-core machine.
 WORKERS = 2
-
-
-class ServerProcess:
-    """``with ServerProcess(name, command, env, health_url, log_path):`` a server, up and
-    answering; RuntimeError if it exits or stays silent at start-up."""
-
-    def __init__(
-        self,
-        name: str,
-        command: list[str],
-        env: Mapping[str, str],
-        health_url: str,
-        log_path: Path,
-    ) -> None:
-        self.name = name
-        self.command = command
-        self.env = dict(env)
-        self.health_url = health_url
-        self.log_path = log_path
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ServerProcess:
-        with self.log_path.open("ab") as log:
-            # A session of its own: stopping its group stops every worker it forked.
-            self._process = subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
-        try:
-            self._wait_until_up()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        group = self._process.pid
-        self._signal(group, signal.SIGTERM)
-        try:
-            self._process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._signal(group, signal.SIGKILL)
-            self._process.wait(timeout=STOP_SECONDS)
-        # Workers that outlived their parent are in the same group.
-        self._signal(group, signal.SIGKILL)
-        self._process = None
-
-    def group_pids(self) -> list[int]:
-        """The live processes of the server's process group (its workers too)."""
-        if self._process is None:
-            return []
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with suppress(OSError):
-                text = stat.read_text(encoding="ascii", errors="replace")
-                # Fields after the command name's closing parenthesis: state, ppid, pgrp.
-                if int(text[text.rindex(")") + 2 :].split()[2]) == self._process.pid:
-                    found.append(int(stat.parent.name))
-        return found
-
-    @staticmethod
-    def _signal(group: int, which: signal.Signals) -> None:
-        with suppress(ProcessLookupError):
-            os.killpg(group, which)
-
-    def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start-up; see {self.log_path}")
-            try:
-                if httpx.get(self.health_url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"{self.name} did not answer within {START_SECONDS:.0f} s; see {self.log_path}"
-        )
 
 
 # -- central --------------------------------------------------------------------------------------
@@ -230,12 +132,6 @@ def hub_server(
     command = [sys.executable, "-m", "sync_hub", "--db", str(hub_db), "serve", "--port", str(port)]
     with ServerProcess("the hub", command, env, f"{url}/health", folder / "hub.log"):
         yield url
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------

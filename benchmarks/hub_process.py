@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
+from benchmarks.servers import ServerProcess, free_port, process_cpu_seconds
 from sync_hub.cli import main as hub_cli
-
-START_SECONDS = 30.0
-STOP_SECONDS = 10.0
 
 
 class HubError(RuntimeError):
@@ -38,9 +31,12 @@ class HubProcess:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.db = folder / "hub.db"
-        self.log_path = folder / "hub.log"
-        self.port = _free_port()
-        self._process: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+        command = [sys.executable, "-m", "sync_hub", "--db", str(self.db)]
+        command += ["serve", "--port", str(self.port)]
+        self._server = ServerProcess(
+            "the hub", command, os.environ, f"{self.url}/health", folder / "hub.log"
+        )
 
     @property
     def url(self) -> str:
@@ -48,16 +44,13 @@ class HubProcess:
 
     @property
     def pid(self) -> int:
-        if self._process is None:
-            raise HubError("the hub is not running")
-        return self._process.pid
+        return self._server.pid
 
     def __enter__(self) -> HubProcess:
-        command = [sys.executable, "-m", "sync_hub", "--db", str(self.db)]
-        command += ["serve", "--port", str(self.port)]
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        self._wait_until_up()
+        try:
+            self._server.__enter__()
+        except RuntimeError as exc:
+            raise HubError(str(exc)) from exc
         return self
 
     def __exit__(
@@ -66,28 +59,7 @@ class HubProcess:
         _value: BaseException | None,
         _traceback: TracebackType | None,
     ) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=STOP_SECONDS)
-        self._process = None
-
-    def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise HubError(f"the hub exited at start-up; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise HubError(f"the hub did not answer within {START_SECONDS:.0f} s; see {self.log_path}")
+        self._server.stop()
 
     # -- the hub's own CLI ------------------------------------------------------------------------
 
@@ -115,18 +87,3 @@ class HubProcess:
     def cpu_seconds(self) -> float:
         """User + system CPU time the hub process has used so far."""
         return process_cpu_seconds(self.pid)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    # The command name (field 2) may hold spaces; the fields after its closing parenthesis
-    # start at field 3, so utime (14) and stime (15) are at 11 and 12 there.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -1,7 +1,7 @@
 """The central FHIR R4 server: FHIR API and store, hub authentication, the audit trail
-(README.md, "The central FHIR server"; docs/fhir.md). The clinician console comes later."""
+(README.md, "The central FHIR server"; docs/fhir.md). The clinician console comes later.
 
-from central.app import create_app
-from central.settings import Settings
-
-__all__ = ["Settings", "create_app"]
+The server is ``central.app.create_app(central.settings.Settings)``. Nothing is imported here,
+so that the operator's commands (``python -m central audit verify``, ``token``) start without
+loading the web stack and the FHIR models.
+"""

@@ -46,7 +46,20 @@ _REQUEST_INTENT = (
     "instance-order",
     "option",
 )
+# MedicationRequest's intents are the request intents without "directive"; Task's add "unknown".
+_MEDICATION_REQUEST_INTENT = tuple(code for code in _REQUEST_INTENT if code != "directive")
 _PRIORITY = ("routine", "urgent", "asap", "stat")
+_ENCOUNTER_STATUS = (
+    "planned",
+    "arrived",
+    "triaged",
+    "in-progress",
+    "onleave",
+    "finished",
+    "cancelled",
+    "entered-in-error",
+    "unknown",
+)
 _GENDER = ("male", "female", "other", "unknown")
 
 # Datatypes whose code elements are bound as required wherever they appear.
@@ -74,28 +87,8 @@ _CODES: dict[str, dict[str, tuple[str, ...]]] = {
     "Organization": {},
     "Location": {"status": ("active", "suspended", "inactive"), "mode": ("instance", "kind")},
     "Encounter": {
-        "status": (
-            "planned",
-            "arrived",
-            "triaged",
-            "in-progress",
-            "onleave",
-            "finished",
-            "cancelled",
-            "entered-in-error",
-            "unknown",
-        ),
-        "statusHistory.status": (
-            "planned",
-            "arrived",
-            "triaged",
-            "in-progress",
-            "onleave",
-            "finished",
-            "cancelled",
-            "entered-in-error",
-            "unknown",
-        ),
+        "status": _ENCOUNTER_STATUS,
+        "statusHistory.status": _ENCOUNTER_STATUS,
         "location.status": ("planned", "active", "reserved", "completed"),
     },
     "Observation": {
@@ -133,17 +126,7 @@ _CODES: dict[str, dict[str, tuple[str, ...]]] = {
             "completed",
             "entered-in-error",
         ),
-        "intent": (
-            "unknown",
-            "proposal",
-            "plan",
-            "order",
-            "original-order",
-            "reflex-order",
-            "filler-order",
-            "instance-order",
-            "option",
-        ),
+        "intent": ("unknown", *_MEDICATION_REQUEST_INTENT),
         "priority": _PRIORITY,
     },
     "Communication": {"status": _EVENT_STATUS, "priority": _PRIORITY},
@@ -184,16 +167,7 @@ _CODES: dict[str, dict[str, tuple[str, ...]]] = {
             "draft",
             "unknown",
         ),
-        "intent": (
-            "proposal",
-            "plan",
-            "order",
-            "original-order",
-            "reflex-order",
-            "filler-order",
-            "instance-order",
-            "option",
-        ),
+        "intent": _MEDICATION_REQUEST_INTENT,
         "priority": _PRIORITY,
     },
     "Immunization": {"status": ("completed", "entered-in-error", "not-done")},

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sync_hub import credentials
 from sync_hub.store import Store as HubStore
-from tests.integration.conftest import ROOT, HubProcess, free_port
+from tests.integration.conftest import ROOT, HubProcess, free_port, wait_until_answering
 
 POSTGRES_URL = os.environ.get(
     "CENTRAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -126,19 +126,11 @@ class CentralProcess:
                 cwd=ROOT,
                 env=self.env,
             )
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.process = None
-                raise AssertionError(f"central exited at start:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"central did not answer /health:\n{self.log_tail()}")
+        try:
+            wait_until_answering(self.process, f"{self.url}/health", START_SECONDS)
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"central {exc}:\n{self.log_tail()}") from None
 
     def stop(self) -> None:
         if self.process is not None:

@@ -56,6 +56,21 @@ HUB_START_SECONDS = 30
 WRITTEN_TABLES = ("charts", "device_docs", "offers", "nonces", "quarantine", "exchanges")
 
 
+def wait_until_answering(process: subprocess.Popen[bytes], url: str, seconds: float) -> None:
+    """Wait until ``url`` answers 200; AssertionError if the process exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError("exited at start")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError("did not answer /health")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -102,19 +117,11 @@ class HubProcess:
                 env=self.env,
             )
         self.starts += 1
-        deadline = time.monotonic() + HUB_START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.process = None
-                raise AssertionError(f"the hub exited at start:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"the hub did not answer /health:\n{self.log_tail()}")
+        try:
+            wait_until_answering(self.process, f"{self.url}/health", HUB_START_SECONDS)
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"the hub {exc}:\n{self.log_tail()}") from None
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, no rollback, as when the power goes."""
