@@ -26,11 +26,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, post, route
+from litestar import Litestar, MediaType, Request, Response, Router, get, post, route
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, RawBody
 
-from central import auth
+from central import auth, reminders
 from central.clock import Clock, SystemClock, instant
 from central.database import Database, open_database
 from central.errors import (
@@ -50,6 +50,8 @@ from central.fhir.outcome import operation_outcome, outcome
 from central.fhir.store import HistoryEntry, Outcome, Stored
 from central.fhir.validation import ID_PATTERN, require_accepted
 from central.settings import Settings
+from sms import SmsError, sms_router
+from sms.errors import BadWebhook
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +125,34 @@ def create_app(
     def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
         return error_response(request, exc)
 
+    handlers: list[Any] = [metadata, smart_configuration, token, bundle, fhir, health]
+    on_startup: list[Any] = []
+    on_shutdown: list[Any] = []
+    if settings.sms == "on":
+        handlers.append(_mount_sms(settings, database, clock, on_startup, on_shutdown))
     return Litestar(
-        route_handlers=[metadata, smart_configuration, token, bundle, fhir, health],
+        route_handlers=handlers,
         exception_handlers={Exception: handle_error},
         request_max_body_size=settings.max_body_bytes,
-        on_shutdown=[database.close],
+        on_startup=on_startup,
+        on_shutdown=[*on_shutdown, database.close],
     )
+
+
+def _mount_sms(
+    settings: Settings,
+    database: Database,
+    clock: Clock,
+    on_startup: list[Any],
+    on_shutdown: list[Any],
+) -> Router:
+    """The reminder service's webhooks, and its scheduler when this process runs one."""
+    service = reminders.reminder_service(settings, database, clock)
+    if settings.sms_scheduler == "on":
+        running: list[Any] = []
+        on_startup.append(lambda: running.append(reminders.start(service, settings)))
+        on_shutdown.append(lambda: [scheduler.shutdown(wait=True) for scheduler in running])
+    return sms_router(service)
 
 
 # -- dispatch ---------------------------------------------------------------------------------------
@@ -352,6 +376,12 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
             exc.status,
         )
         return _fhir(operation_outcome(exc), status=exc.status, headers=headers)
+    if isinstance(exc, BadWebhook):
+        # Twilio reads only the status; the reason is for whoever sent a forged request.
+        log.info("refused a webhook at %s: %s", request.url.path, exc)
+        return Response(str(exc).encode(), status_code=403, media_type=MediaType.TEXT)
+    if isinstance(exc, SmsError):
+        return Response(str(exc).encode(), status_code=400, media_type=MediaType.TEXT)
     if isinstance(exc, HTTPException):
         code, detail = _FRAMEWORK_ISSUES.get(exc.status_code, ("invalid", str(exc.detail)))
         return _fhir(outcome("error", code, detail), status=exc.status_code)

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import psycopg
 
-from central import audit, auth, clients, imports
+from central import audit, auth, clients, imports, sms_commands
 from central.auth import CLIENT_RECHECK_SECONDS
 from central.clock import Clock, SystemClock
 from central.database import Database, open_database
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where to write (one bundle per line; - for stdout)",
     )
+    sms_commands.add_parser(commands)
     load = commands.add_parser("import", help="load transaction bundles (JSON or one per line)")
     load.add_argument("files", nargs="+", metavar="FILE")
     load.add_argument("--region", help="write as a client of this region (default: every region)")
@@ -177,6 +178,7 @@ def run(args: argparse.Namespace, settings: Settings, clock: Clock, io: Io) -> i
         ("audit", "verify"): _audit_verify,
         ("audit", "tail"): _audit_tail,
         ("token", ""): _token,
+        **{("sms", action): sms_commands.run for action in sms_commands.ACTIONS},
         ("import", ""): lambda a, db, s, c, o: imports.load(
             a.files, a.region, database=db, settings=s, clock=c, io=o
         ),

@@ -29,6 +29,7 @@ import psycopg_pool
 from psycopg import sql
 
 from central.errors import Busy
+from sms.database import schema as sms_schema
 
 Dialect = Literal["sqlite", "postgresql"]
 Row = tuple[Any, ...]
@@ -425,4 +426,6 @@ def schema(dialect: Dialect) -> list[str]:
             hash {blob} NOT NULL
         )""",
         *append_only,
+        # The reminder service's outbox, opt-outs and scheduler jobs (sms.database).
+        *sms_schema(dialect),
     ]

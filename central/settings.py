@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from central.errors import BadSetting
+from sms.planner import Policy
+from sms.templates import LANGUAGES
 
 MIB = 1024 * 1024
 
@@ -87,6 +91,123 @@ class Settings:
         },
     )
 
+    sms: str = field(
+        default="off",
+        metadata={
+            "env": "CENTRAL_SMS",
+            "help": "on: send SMS and voice reminders through Twilio and take its webhooks "
+            "(needs the CENTRAL_TWILIO_ settings); off: neither.",
+        },
+    )
+    sms_scheduler: str = field(
+        default="on",
+        metadata={
+            "env": "CENTRAL_SMS_SCHEDULER",
+            "help": "on: this process plans and sends reminders on a schedule; off: it only "
+            "takes webhooks (any number of processes may run the scheduler at once).",
+        },
+    )
+    twilio_account_sid: str = field(
+        default="",
+        metadata={"env": "CENTRAL_TWILIO_ACCOUNT_SID", "help": "The Twilio account (AC...)."},
+    )
+    twilio_auth_token: str = field(
+        default="",
+        metadata={
+            "env": "CENTRAL_TWILIO_AUTH_TOKEN",
+            "help": "The account's auth token: signs Twilio's webhooks. A secret, never printed.",
+        },
+    )
+    twilio_from: str = field(
+        default="",
+        metadata={
+            "env": "CENTRAL_TWILIO_FROM",
+            "help": "The Twilio number reminders come from, e.g. +255700000001.",
+        },
+    )
+    twilio_api_url: str = field(
+        default="",
+        metadata={
+            "env": "CENTRAL_TWILIO_API_URL",
+            "help": "Twilio's REST API; empty for Twilio itself. The demo and tests set the "
+            "local Twilio's URL (python -m sms.local_twilio).",
+        },
+    )
+    sms_public_url: str = field(
+        default="",
+        metadata={
+            "env": "CENTRAL_SMS_PUBLIC_URL",
+            "help": "Central's URL as Twilio calls it, through the reverse proxy; webhook "
+            "signatures are checked against it. Empty: CENTRAL_BASE_URL.",
+        },
+    )
+    sms_per_second: int = field(
+        default=10,
+        metadata={
+            "env": "CENTRAL_SMS_PER_SECOND",
+            "help": "Most messages and calls per second for the account, shared by every "
+            "central process (Twilio's limit for the sender).",
+        },
+    )
+    sms_quiet_hours: str = field(
+        default="20:00-07:00",
+        metadata={
+            "env": "CENTRAL_SMS_QUIET_HOURS",
+            "help": "Local hours in the patient's own time zone when nothing is sent, HH:MM-HH:MM.",
+        },
+    )
+    sms_send_time: str = field(
+        default="09:00",
+        metadata={
+            "env": "CENTRAL_SMS_SEND_TIME",
+            "help": "Local time in the patient's zone when a reminder goes out on its day.",
+        },
+    )
+    sms_timezone: str = field(
+        default="Africa/Dar_es_Salaam",
+        metadata={
+            "env": "CENTRAL_SMS_TIMEZONE",
+            "help": "IANA time zone of a patient whose record names none.",
+        },
+    )
+    sms_language: str = field(
+        default="en",
+        metadata={
+            "env": "CENTRAL_SMS_LANGUAGE",
+            "help": "Language of a reminder whose patient has none we have words for (en, sw).",
+        },
+    )
+    sms_voice_clips_url: str = field(
+        default="",
+        metadata={
+            "env": "CENTRAL_SMS_VOICE_CLIPS_URL",
+            "help": "Where recorded reminders are, as URL/LANGUAGE/TEMPLATE.mp3; empty: calls "
+            "speak the text.",
+        },
+    )
+    sms_plan_seconds: int = field(
+        default=30,
+        metadata={
+            "env": "CENTRAL_SMS_PLAN_SECONDS",
+            "help": "How often the scheduler plans reminders from new FHIR resources.",
+        },
+    )
+    sms_dispatch_seconds: int = field(
+        default=5,
+        metadata={
+            "env": "CENTRAL_SMS_DISPATCH_SECONDS",
+            "help": "How often the scheduler sends the reminders that are due.",
+        },
+    )
+    sms_lease_seconds: int = field(
+        default=60,
+        metadata={
+            "env": "CENTRAL_SMS_LEASE_SECONDS",
+            "help": "How long a send may wait for Twilio's answer before it is checked at "
+            "Twilio and settled.",
+        },
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``env`` (the process environment by default). Raises BadSetting."""
@@ -121,6 +242,54 @@ class Settings:
             raise BadSetting("CENTRAL_WORKERS: must be between 1 and 64")
         if self.pool_size < 1:
             raise BadSetting("CENTRAL_POOL_SIZE: must be at least 1")
+        self._check_sms()
+
+    def _check_sms(self) -> None:
+        for name, value in (
+            ("CENTRAL_SMS", self.sms),
+            ("CENTRAL_SMS_SCHEDULER", self.sms_scheduler),
+        ):
+            if value not in ("on", "off"):
+                raise BadSetting(f"{name}: must be on or off")
+        if not 1 <= self.sms_per_second <= 1000:
+            raise BadSetting("CENTRAL_SMS_PER_SECOND: must be between 1 and 1000")
+        for name, seconds in (
+            ("CENTRAL_SMS_PLAN_SECONDS", self.sms_plan_seconds),
+            ("CENTRAL_SMS_DISPATCH_SECONDS", self.sms_dispatch_seconds),
+            ("CENTRAL_SMS_LEASE_SECONDS", self.sms_lease_seconds),
+        ):
+            if seconds < 1:
+                raise BadSetting(f"{name}: must be at least 1")
+        try:
+            self.sms_policy  # noqa: B018 - parsing the times and the zone is the check
+        except ValueError as exc:
+            raise BadSetting(str(exc)) from None
+        if self.sms == "on":
+            missing = [
+                name
+                for name, value in (
+                    ("CENTRAL_TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+                    ("CENTRAL_TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                    ("CENTRAL_TWILIO_FROM", self.twilio_from),
+                )
+                if not value
+            ]
+            if missing:
+                raise BadSetting(f"CENTRAL_SMS is on but {', '.join(missing)} not set")
+
+    @property
+    def sms_policy(self) -> Policy:
+        """The planner's rules from the SMS settings. Raises ValueError naming the setting."""
+        quiet = self.sms_quiet_hours.split("-")
+        if len(quiet) != 2:
+            raise ValueError("CENTRAL_SMS_QUIET_HOURS: write it as HH:MM-HH:MM")
+        return Policy(
+            quiet_start=_clock_time("CENTRAL_SMS_QUIET_HOURS", quiet[0]),
+            quiet_end=_clock_time("CENTRAL_SMS_QUIET_HOURS", quiet[1]),
+            send_time=_clock_time("CENTRAL_SMS_SEND_TIME", self.sms_send_time),
+            default_zone=_zone("CENTRAL_SMS_TIMEZONE", self.sms_timezone),
+            default_language=_language("CENTRAL_SMS_LANGUAGE", self.sms_language),
+        )
 
     @property
     def token_url(self) -> str:
@@ -135,6 +304,27 @@ class Settings:
     def documented(cls) -> list[tuple[str, str, str]]:
         """(variable, default, help) for every setting."""
         return [(f.metadata["env"], str(f.default), f.metadata["help"]) for f in fields(cls)]
+
+
+def _clock_time(variable: str, raw: str) -> time:
+    try:
+        return time.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError(f"{variable}: '{raw}' is not a time such as 20:00") from None
+
+
+def _zone(variable: str, raw: str) -> str:
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{variable}: '{raw}' is not a known IANA time zone") from None
+    return raw
+
+
+def _language(variable: str, raw: str) -> str:
+    if raw not in LANGUAGES:
+        raise ValueError(f"{variable}: must be one of {', '.join(LANGUAGES)}")
+    return raw
 
 
 def _parse(variable: str, kind: object, raw: str) -> object:

@@ -56,7 +56,7 @@ def create(ctx: Context, resource_type: str, body: object, *, if_none_exist: str
                 _audit_match(session, ctx, found)
                 return Outcome(found, False, False)
         write = Write("POST", resource_type, store.assign_id(), resource)
-        return _write(session, ctx, [write])[0]
+        return write_resources(session, ctx, [write])[0]
 
 
 def _audit_match(session: Session, ctx: Context, found: Stored) -> None:
@@ -84,7 +84,9 @@ def update(
     if resource.get("id") != rid:
         raise BadRequest(f"the {resource_type}'s id must be the ID in the URL")
     with ctx.database.write() as session:
-        return _write(session, ctx, [Write("PUT", resource_type, rid, resource, if_match)])[0]
+        return write_resources(
+            session, ctx, [Write("PUT", resource_type, rid, resource, if_match)]
+        )[0]
 
 
 def conditional_update(ctx: Context, resource_type: str, query: str, body: object) -> Outcome:
@@ -97,15 +99,15 @@ def conditional_update(ctx: Context, resource_type: str, query: str, body: objec
         if match is not None and given is not None and given != match:
             raise BadRequest(f"the {resource_type}'s id is not the ID of the resource matched")
         rid = match or given or store.assign_id()
-        return _write(session, ctx, [Write("PUT", resource_type, rid, resource)])[0]
+        return write_resources(session, ctx, [Write("PUT", resource_type, rid, resource)])[0]
 
 
 def delete(ctx: Context, resource_type: str, rid: str) -> Outcome:
     with ctx.database.write() as session:
-        return _write(session, ctx, [Write("DELETE", resource_type, rid)])[0]
+        return write_resources(session, ctx, [Write("DELETE", resource_type, rid)])[0]
 
 
-def _write(session: Session, ctx: Context, writes: Sequence[Write]) -> list[Outcome]:
+def write_resources(session: Session, ctx: Context, writes: Sequence[Write]) -> list[Outcome]:
     now = ctx.now()
     outcomes = store.apply(
         session, ctx.caller, writes, instant(now), base_url=ctx.settings.fhir_base

@@ -87,7 +87,9 @@ def postgres_schema() -> Iterator[str]:
 class CentralProcess:
     """``python -m central serve`` as a subprocess on one database, and its command line."""
 
-    def __init__(self, folder: Path, database_url: str) -> None:
+    def __init__(
+        self, folder: Path, database_url: str, extra_env: dict[str, str] | None = None
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.port = free_port()
@@ -101,6 +103,7 @@ class CentralProcess:
             "CENTRAL_PORT": str(self.port),
             # The tests' processes share two cores with each other.
             "CENTRAL_POOL_SIZE": "4",
+            **(extra_env or {}),
         }
 
     @property
@@ -131,6 +134,13 @@ class CentralProcess:
         except AssertionError as exc:
             self.stop()
             raise AssertionError(f"central {exc}:\n{self.log_tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no last commit."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
 
     def stop(self) -> None:
         if self.process is not None:
