@@ -2,7 +2,8 @@
 
     sms status           how many reminders are in each state, and how SMS is set up
     sms outbox           the latest reminders (--state to pick one state)
-    sms resend ID        send a reminder again (one that failed, was cancelled or went out)
+    sms resend ID        send a reminder now: one planned for later, or again one that
+                         failed, was cancelled or went out
     sms opt-out PHONE    stop every reminder to a phone, as if the patient wrote STOP
 
 The outbox shows phone numbers masked: an operator finds a reminder by its ID or patient ID.
@@ -34,7 +35,7 @@ def add_parser(commands: Any) -> None:
     listing = actions.add_parser("outbox", help="the latest reminders, newest first")
     listing.add_argument("--state", choices=STATES, help="only reminders in this state")
     listing.add_argument("--limit", type=int, default=50, help="how many (default 50)")
-    resend = actions.add_parser("resend", help="send a reminder again, now")
+    resend = actions.add_parser("resend", help="send a reminder now (again, if it went out)")
     resend.add_argument("reminder_id", metavar="ID", help="the reminder's ID (see outbox)")
     opt_out = actions.add_parser("opt-out", help="stop every reminder to a phone number")
     opt_out.add_argument("phone", metavar="PHONE", help="in international form, +255712345678")

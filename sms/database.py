@@ -68,6 +68,8 @@ def schema(dialect: Dialect) -> list[str]:
             claimed_until {real},
             twilio_sid TEXT,
             error TEXT,
+            -- 1: an operator asked to send it now; planning leaves its time alone
+            pinned INTEGER NOT NULL DEFAULT 0,
             created_at {real} NOT NULL,
             updated_at {real} NOT NULL
         )""",

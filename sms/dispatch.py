@@ -155,7 +155,10 @@ class Dispatcher:
         with self.database.read() as session:
             rows = outbox.stale(session, now)
         for row in rows:
-            sid = self._find_at_twilio(row)
+            try:
+                sid = self._find_at_twilio(row)
+            except TwilioBusy:
+                continue  # Twilio cannot say now: the row stays sending until the next pass
             with self.database.write() as session:
                 if sid is not None:
                     outbox.mark_sent(session, [(row.reminder_id, sid)], now)

@@ -69,6 +69,7 @@ OUTCOME_SENTENCES: dict[tuple[Channel, str], str] = {
     ("voice", "cancelled"): "Reminder not sent",
 }
 CALL_BACK = "Call the patient back: they asked for a call"
+REMINDER_SERVICE = "Reminder service"
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _DIGITS = re.compile(r"[0-9]+")
@@ -394,6 +395,8 @@ def outcome_communication(
             "subject": _reference("Patient", patient_id),
             "sent": _instant(at),
             "recipient": [_reference("Patient", patient_id)],
+            # The tablet shows who wrote a message: here, no person but the service.
+            "sender": {"display": REMINDER_SERVICE},
             "payload": _payload(f"{sentence}: {detail}" if detail else sentence),
         },
     )

@@ -83,7 +83,7 @@ def record_plans(session: Session, plans: Sequence[Planned], now: datetime) -> P
         before = current.get(plan.reminder_id)
         if before is None:
             inserts.append((plan.reminder_id, plan.patient_id, *decided, epoch(now), epoch(now)))
-        elif before[7] not in REPLANNABLE or _same_plan(before, decided):
+        elif _keep(before, decided):
             counts.unchanged += 1
             continue
         else:
@@ -131,6 +131,15 @@ def _decided(plan: Planned, now: datetime) -> tuple[object, ...]:
     )
 
 
+def _keep(before: tuple[object, ...], decided: tuple[object, ...]) -> bool:
+    """Whether a row stays as it is: past planning, decided as before, or sent now by an
+    operator (``pinned``: only a cancellation overrides that)."""
+    state, pinned = before[7], before[9]
+    if state not in REPLANNABLE or _same_plan(before[:9], decided):
+        return True
+    return bool(pinned) and state == "planned" and decided[7] == "planned"
+
+
 def _same_plan(before: tuple[object, ...], decided: tuple[object, ...]) -> bool:
     """The same decision as the row holds (a cancellation's time does not count)."""
     if decided[7] == "cancelled":
@@ -139,12 +148,13 @@ def _same_plan(before: tuple[object, ...], decided: tuple[object, ...]) -> bool:
 
 
 def _current(session: Session, reminder_ids: Sequence[str]) -> dict[str, tuple[object, ...]]:
-    """The plan columns of each reminder already in the outbox."""
+    """The plan columns of each reminder already in the outbox, then ``pinned``."""
     found: dict[str, tuple[object, ...]] = {}
     for chunk in _chunks(reminder_ids):
         marks = ", ".join("?" * len(chunk))
         for row in session.execute(
-            f"SELECT reminder_id, {_PLAN_COLUMNS} FROM sms_outbox WHERE reminder_id IN ({marks})",
+            f"SELECT reminder_id, {_PLAN_COLUMNS}, pinned FROM sms_outbox"
+            f" WHERE reminder_id IN ({marks})",
             chunk,
         ):
             found[row[0]] = tuple(row[1:])
@@ -307,13 +317,14 @@ def listing(session: Session, *, state: State | None = None, limit: int = 50) ->
 
 
 def replan(session: Session, reminder_id: str, *, at: datetime, now: datetime) -> bool:
-    """An operator's resend: a failed, cancelled or delivered reminder is planned again.
-    Never one that is sending (its outcome is not known yet)."""
+    """An operator's "send it now": a reminder planned for later, or one that failed, was
+    cancelled or went out, is planned for ``at``. Never one that is sending (its outcome is not
+    known yet), nor one with no phone."""
     rows = session.execute(
         "UPDATE sms_outbox SET state = 'planned', send_at = ?, error = NULL, twilio_sid = NULL,"
-        " claimed_by = NULL, claimed_until = NULL, updated_at = ?"
-        " WHERE reminder_id = ? AND state IN ('failed', 'cancelled', 'delivered', 'sent')"
-        " AND phone <> '' RETURNING reminder_id",
+        " claimed_by = NULL, claimed_until = NULL, pinned = 1, updated_at = ?"
+        " WHERE reminder_id = ? AND state IN ('planned', 'failed', 'cancelled', 'delivered',"
+        " 'sent') AND phone <> '' RETURNING reminder_id",
         (epoch(at), epoch(now), reminder_id),
     )
     return bool(rows)

@@ -78,7 +78,8 @@ class ReminderService:
             return outbox.listing(session, state=state, limit=limit)
 
     def resend(self, reminder_id: str) -> OutboxRow:
-        """Send a reminder again, now (or when quiet hours end). Raises NotFound."""
+        """Send a reminder now (or when quiet hours end): one planned for later, or again one
+        that failed, was cancelled or went out. Raises NotFound."""
         now = self.now()
         with self.database.write() as session:
             row = outbox.get(session, reminder_id)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from field_app.demo.reminders import LocalTwilio, central_settings, reminder_demo
 from field_app.demo.tablets import (
     REGISTRATION,
     Script,
@@ -42,9 +43,13 @@ def central_demo(folder: Path, env: Mapping[str, str]) -> None:
     print(f"\n$ cd {folder}")
     central = Server("central", folder, env)
     hub = Server("sync_hub", folder, env)
+    twilio = LocalTwilio(folder)
     try:
+        say("A local Twilio for central's reminders (Twilio's REST API on this machine).")
+        twilio.start(sms_url=f"{central.url}/sms/inbound")
         say("Central on a SQLite file (a national programme gives a postgresql:// URL instead).")
         central.configure(CENTRAL_DATABASE_URL="sqlite:///central.db", CENTRAL_BASE_URL=central.url)
+        central.configure(**central_settings(twilio))
         central.start()
         say("The Kilosa hub makes its key for central; central's operator registers it.")
         hub.configure(
@@ -66,10 +71,13 @@ def central_demo(folder: Path, env: Mapping[str, str]) -> None:
         show_central(central, console, mother, synced)
         advise(console, folder, mother)
         receive_advice(hub, tablet, mother, console.newest)
+        newest = reminder_demo(central, twilio, console, mother)
+        receive_reply(hub, tablet, mother, newest)
         console.close()
     finally:
         hub.stop()
         central.stop()
+        twilio.stop()
 
 
 class Server:
@@ -166,6 +174,14 @@ def receive_advice(hub: Server, tablet: Script, patient: str, newest: str) -> No
     say("Amina syncs: the referral is accepted, and the advice is in the chart on her tablet.")
     tablet.run("sync")
     tablet.run("patient", "show", patient)
+    show_messages(tablet, patient)
+
+
+def receive_reply(hub: Server, tablet: Script, patient: str, newest: str) -> None:
+    _wait_for_fetch(hub, newest)
+    say("The hub fetched the reminder's outcome and her reply into her chart.")
+    say("Amina syncs: the reply is on her tablet, beside the clinician's advice.")
+    tablet.run("sync")
     show_messages(tablet, patient)
 
 

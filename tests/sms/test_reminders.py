@@ -369,3 +369,21 @@ def test_operator_opt_out_and_resend(world: World) -> None:
     world.service.plan()
     assert world.service.opt_out("+255712000004") == 1
     assert world.row(second).state == "cancelled"
+
+
+def test_a_reminder_an_operator_sends_now_is_not_put_back_by_planning(world: World) -> None:
+    pid, rid = new_id(), new_id()
+    world.hub_writes(
+        patient(pid, PHONE),
+        consent(pid, "sms_reminders"),
+        reminder(rid, pid, day=MONDAY_EARLY.date() + timedelta(days=10)),
+    )
+    world.service.plan()
+    world.service.resend(rid)
+    world.hub_writes(patient(pid, PHONE, given="Aminata"))  # a change that plans her again
+    world.service.plan()
+    assert world.row(rid).send_at == world.clock.now()
+    world.service.dispatch(max_seconds=5)
+    world.settle()
+    assert [m.to for m in sent_messages(world)] == [PHONE]
+    assert world.row(rid).state == "delivered"
