@@ -77,6 +77,10 @@ class _MessageId(Strict):
     message_id: RecordId
 
 
+class _TaskId(Strict):
+    task_id: RecordId
+
+
 PATIENT_COLLECTIONS = (
     "encounters",
     "tasks",
@@ -215,10 +219,20 @@ class Chart(CareDocument):
 
     # -- tasks, referrals, messages, attachments ---------------------------------------------
 
-    def add_task(self, task: Task | Mapping[str, Any]) -> str:
+    def add_task(self, task: Task | Mapping[str, Any], *, task_id: str | None = None) -> str:
+        """Add a task, requested; returns its ID.
+
+        ``task_id`` (a UUIDv7) is the ID a task already has elsewhere (a Task at central): if
+        the chart holds a task with that ID, nothing is written, so the same task merged twice
+        is there once. Raises InvalidValue (nothing written).
+        """
         checked = validated(Task, task)
+        if task_id is not None:
+            validated(_TaskId, {"task_id": task_id})
+            if self._doc.get(section(self._doc, "tasks"), task_id) is not None:
+                return task_id
         with self._change() as tx:
-            return self._put_task(tx, checked)
+            return self._put_task(tx, checked, task_id=task_id)
 
     def set_task_status(self, task_id: str, status: TaskStatus) -> None:
         self._require("tasks", task_id)
@@ -290,14 +304,15 @@ class Chart(CareDocument):
             self._write_field(tx, f"{status_prefix}.{record_id}.status", status)
         return record_id
 
-    def _put_task(self, tx: am.Transaction, task: Task) -> str:
-        """Write a task; its reminders are a map under it keyed by fresh IDs."""
+    def _put_task(self, tx: am.Transaction, task: Task, *, task_id: str | None = None) -> str:
+        """Write a task (under ``task_id`` if given); its reminders are a map under it keyed by
+        fresh IDs."""
         record: dict[str, Any] = plain(task.model_dump(exclude_none=True, exclude={"reminders"}))
         if task.reminders:
             record["reminders"] = {
                 new_id(self.clock): plain(r.model_dump()) for r in task.reminders
             }
-        return self._put_record(tx, "tasks", "task", record)
+        return self._put_record(tx, "tasks", "task", record, record_id=task_id)
 
     def _add_item(self, collection: str, prefix: str, item: Allergy | Medication) -> str:
         item_id = new_id(self.clock)

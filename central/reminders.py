@@ -51,11 +51,12 @@ class StoreRecords:
         marks = ", ".join("?" * len(READ_TYPES))
         rows = session.execute(
             "SELECT last_updated, rtype, id, content FROM resources"
-            f" WHERE rtype IN ({marks}) AND deleted = 0"
+            # The plain lower bound lets the (rtype, last_updated) index find the rows.
+            f" WHERE rtype IN ({marks}) AND deleted = 0 AND last_updated >= ?"
             " AND (last_updated > ? OR (last_updated = ? AND (rtype > ?"
             " OR (rtype = ? AND id > ?))))"
             " ORDER BY last_updated, rtype, id LIMIT ?",
-            (*READ_TYPES, at, at, kind, kind, rid, limit),
+            (*READ_TYPES, at, at, at, kind, kind, rid, limit),
         )
         if not rows:
             return [], None

@@ -11,13 +11,14 @@ caller must do about it:
     4xx with an OperationOutcome      BundleRejected (403: OutOfRegion); nothing was written
     anything else                     CentralMisbehaved (a wrong URL, a proxy's error page)
 
-URLs carry only times and resource types, never patient data; bodies are never logged.
+URLs carry only times, resource types and our own codes, never patient data; bodies are
+never logged.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -141,14 +142,22 @@ class CentralClient:
         return result
 
     def communications_since(self, since: datetime) -> Iterator[dict[str, Any]]:
-        """The searchset pages of Communications updated at or after ``since``, oldest first,
-        following each ``next`` link. Raises like ``transaction``."""
+        """The searchset pages of Communications updated at or after ``since``."""
+        return self.updated_since("Communication", since)
+
+    def updated_since(
+        self, resource_type: str, since: datetime, criteria: Mapping[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The searchset pages of the resources of a type that match ``criteria`` (search
+        parameters, such as ``{"code": "system|code"}``) and were updated at or after
+        ``since``, oldest first, following each ``next`` link. Raises like ``transaction``."""
         params = {
+            **(criteria or {}),
             "_lastUpdated": f"ge{since.astimezone(UTC).isoformat()}",
             "_sort": "_lastUpdated",
             "_count": str(SEARCH_PAGE_SIZE),
         }
-        url: str | None = str(httpx.URL(f"{self.fhir_url}/Communication", params=params))
+        url: str | None = str(httpx.URL(f"{self.fhir_url}/{resource_type}", params=params))
         while url is not None:
             page = _json(self._fhir("GET", url))
             if page.get("resourceType") != "Bundle" or page.get("type") != "searchset":

@@ -308,8 +308,8 @@ def _push(
         if fetched.leased_by is not None:
             raise _busy(fetched.leased_by)
         io.say(_fetched_line(fetched))
-        if fetched.merged:
-            # Replies merged into charts changed them: push those too, so the queue ends empty.
+        if fetched.merged or fetched.tasks_merged:
+            # What was merged into charts changed them: push those too, so the queue ends empty.
             io.say(_pushed_line(_push_all(link, central, io)))
     except CredentialsRefused as exc:
         raise CredentialsRefused(
@@ -365,10 +365,12 @@ def _pushed_line(report: PushReport) -> str:
 
 def _fetched_line(report: FetchReport) -> str:
     return (
-        f"fetched {report.communications} communications in {report.pages} pages: "
-        f"{report.merged} messages merged, {report.accepted} referrals accepted, "
+        f"fetched {report.communications} communications and {report.tasks} tasks in "
+        f"{report.pages} pages: {report.merged} messages and {report.tasks_merged} tasks "
+        f"merged, {report.accepted} referrals accepted, "
         f"{report.unknown} for patients not on this hub, {report.refused} refused, "
-        f"{report.retries} retries; cursor {report.cursor or 'none'}"
+        f"{report.retries} retries; cursor {report.cursor or 'none'}, "
+        f"task cursor {report.task_cursor or 'none'}"
     )
 
 
@@ -386,6 +388,7 @@ def _fhir_status(settings: Settings, db: sqlite_utils.Database, clock: Clock, io
     io.say(f"last push: {found.last_push_at or 'never'}")
     io.say(f"last fetch: {found.last_fetch_at or 'never'}")
     io.say(f"cursor: {found.cursor or 'none'}")
+    io.say(f"task cursor: {found.task_cursor or 'none'}")
     io.say(f"quarantined: {len(found.quarantined)} charts")
     for held in found.quarantined:
         io.say(f"  {held.doc}  version {held.version}  {held.status}  at {held.at}: {held.reason}")

@@ -22,7 +22,9 @@ import sqlite_utils
 
 REASON_CHARS = 500
 
-_CURSOR = "fetch_cursor"
+_CURSOR = "fetch_cursor"  # of Communications: the first type fetched, so its key has no suffix
+COMMUNICATION = "Communication"
+TASK = "Task"
 _LAST_PUSH = "last_push_at"
 _LAST_FETCH = "last_fetch_at"
 
@@ -52,7 +54,8 @@ class Status:
     oldest_queued_at: str | None
     last_push_at: str | None
     last_fetch_at: str | None
-    cursor: str | None
+    cursor: str | None  # of Communications
+    task_cursor: str | None
     quarantined: list[Quarantined]
 
 
@@ -152,17 +155,24 @@ def set_state(db: sqlite_utils.Database, key: str, value: str) -> None:
     )
 
 
-def cursor(db: sqlite_utils.Database) -> datetime | None:
-    """The newest ``meta.lastUpdated`` merged from central, or None before the first fetch."""
-    value = get_state(db, _CURSOR)
+def _cursor_key(resource_type: str) -> str:
+    return _CURSOR if resource_type == COMMUNICATION else f"{_CURSOR}:{resource_type}"
+
+
+def cursor(db: sqlite_utils.Database, resource_type: str = COMMUNICATION) -> datetime | None:
+    """The newest ``meta.lastUpdated`` merged from central of that resource type (each type is
+    fetched by its own search, so each has its own cursor), or None before its first fetch."""
+    value = get_state(db, _cursor_key(resource_type))
     return None if value is None else datetime.fromisoformat(value)
 
 
-def advance_cursor(db: sqlite_utils.Database, seen: datetime) -> None:
-    """Move the cursor to ``seen`` if that is later; it never goes back."""
-    current = cursor(db)
+def advance_cursor(
+    db: sqlite_utils.Database, seen: datetime, resource_type: str = COMMUNICATION
+) -> None:
+    """Move the type's cursor to ``seen`` if that is later; it never goes back."""
+    current = cursor(db, resource_type)
     if current is None or seen > current:
-        set_state(db, _CURSOR, seen.isoformat())
+        set_state(db, _cursor_key(resource_type), seen.isoformat())
 
 
 def fetched(db: sqlite_utils.Database, *, at: str) -> None:
@@ -176,6 +186,7 @@ def status(db: sqlite_utils.Database) -> Status:
         oldest_queued_at=oldest,
         last_push_at=get_state(db, _LAST_PUSH),
         last_fetch_at=get_state(db, _LAST_FETCH),
-        cursor=get_state(db, _CURSOR),
+        cursor=get_state(db, _cursor_key(COMMUNICATION)),
+        task_cursor=get_state(db, _cursor_key(TASK)),
         quarantined=quarantined(db),
     )

@@ -38,7 +38,7 @@ from sync_hub.downstream import Fetcher
 from sync_hub.errors import BundleRejected, CentralError, CentralUnavailable, LeaseLost
 from sync_hub.lease import Lease
 from sync_hub.outbox import Pending
-from sync_hub.projection import project_chart, transaction_bundle
+from sync_hub.projection import Region, project_chart, transaction_bundle
 from sync_hub.settings import Settings
 from sync_hub.store import Store
 
@@ -51,7 +51,7 @@ STOP_WAIT_SECONDS = 15.0
 class Project(Protocol):
     """Turns a chart's view into FHIR resources (``sync_hub.projection.project_chart``)."""
 
-    def __call__(self, view: ChartView, *, region: str) -> list[dict[str, Any]]: ...
+    def __call__(self, view: ChartView, *, region: Region) -> list[dict[str, Any]]: ...
 
 
 def never() -> bool:
@@ -85,7 +85,7 @@ class Pusher:
     store: Store
     central: CentralClient
     lease: Lease
-    region: str
+    region: Region
     batch_resources: int
     clock: Clock
     project: Project = project_chart
@@ -244,7 +244,7 @@ def link(
         store,
         client,
         lease,
-        region=settings.region,
+        region=Region(settings.region, settings.timezone, settings.facility),
         batch_resources=settings.push_batch_resources,
         clock=clock,
     )

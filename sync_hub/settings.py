@@ -10,10 +10,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sync_hub.errors import BadSetting
 
 MIB = 1024 * 1024
+MAX_FACILITY_CHARS = 200  # a Reference.display a reminder quotes: a name, not a paragraph
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,22 @@ class Settings:
             "help": "The region tag on every resource pushed to central.",
         },
     )
+    timezone: str = field(
+        default="Africa/Dar_es_Salaam",
+        metadata={
+            "env": "SYNC_HUB_TIMEZONE",
+            "help": "IANA time zone of the hub's region, for patients with no visit yet "
+            "(central's reminders use it).",
+        },
+    )
+    facility: str = field(
+        default="",
+        metadata={
+            "env": "SYNC_HUB_FACILITY",
+            "help": "Name of the health facility this region's patients attend, as reminders "
+            "name it, e.g. 'Kilosa Health Centre'; empty: none.",
+        },
+    )
     client_id: str = field(
         default="",
         metadata={
@@ -171,6 +189,7 @@ class Settings:
         if not self.name:
             raise BadSetting("SYNC_HUB_NAME: must not be empty")
         self._check_central()
+        self._check_patient_defaults()
 
     def _check_central(self) -> None:
         if self.central_url and not self.central_url.startswith(("http://", "https://")):
@@ -185,6 +204,19 @@ class Settings:
         ):
             if value < 1:
                 raise BadSetting(f"{variable}: must be at least 1")
+
+    def _check_patient_defaults(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise BadSetting(
+                f"SYNC_HUB_TIMEZONE: '{self.timezone}' is not a known IANA time zone"
+            ) from None
+        if len(self.facility) > MAX_FACILITY_CHARS or not self.facility.isprintable():
+            raise BadSetting(
+                f"SYNC_HUB_FACILITY: at most {MAX_FACILITY_CHARS} characters, none of them "
+                "control characters"
+            )
 
     @property
     def central_client_id(self) -> str:

@@ -21,7 +21,7 @@ Tables::
     meta(key, value)
     fhir_outbox(seq, doc, version, queued_at)     patient charts central has not acknowledged
     fhir_quarantine(doc, version, status, reason, at)   charts central refused, or unprojectable
-    fhir_state(key, value)           the fetch cursor, the last push and fetch
+    fhir_state(key, value)           the fetch cursors, the last push and fetch
     fhir_lease(name, holder, expires_at)           who may talk to central now (sync_hub/outbox.py)
 
 Heads are stored as ``care_record.sync.heads_key`` (sorted hashes joined), so "the device has

@@ -55,7 +55,7 @@ def central_demo(folder: Path, env: Mapping[str, str]) -> None:
         hub.configure(
             SYNC_HUB_DB="hub.db", SYNC_HUB_CENTRAL_URL=central.url, SYNC_HUB_REGION=REGION,
             SYNC_HUB_CLIENT_ID=HUB_CLIENT, SYNC_HUB_CENTRAL_KEY="hub-central-key.pem",
-            SYNC_HUB_FETCH_INTERVAL_SECONDS="1",
+            SYNC_HUB_FETCH_INTERVAL_SECONDS="1", SYNC_HUB_FACILITY="Kilosa Health Centre",
         )  # fmt: skip
         hub.cli("central-key", out="hub.jwk")
         central.cli("client", "add", "--id", HUB_CLIENT, "--region", REGION, "--jwk", "hub.jwk")

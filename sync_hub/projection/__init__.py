@@ -6,6 +6,6 @@ Plain JSON only: the hub does not depend on fhir.resources at run time.
 
 from sync_hub.projection.bundle import transaction_bundle
 from sync_hub.projection.chart import project_chart
-from sync_hub.projection.fhir import Resource
+from sync_hub.projection.fhir import Region, Resource
 
-__all__ = ["Resource", "project_chart", "transaction_bundle"]
+__all__ = ["Region", "Resource", "project_chart", "transaction_bundle"]

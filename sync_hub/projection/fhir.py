@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from care_record import ChartView
 
@@ -26,6 +27,9 @@ ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+# FHIR R5's core extension for a resource's IANA time zone (R4 readers know it from the
+# extensions pack); a plain valueCode, so R4 validators accept it.
+TIMEZONE = "http://hl7.org/fhir/StructureDefinition/timezone"
 
 REGION = "urn:rural-care:region"
 PATIENT_IDENTIFIER = "urn:rural-care:patient"
@@ -71,6 +75,28 @@ def code_for(table: Mapping[str, T], value: object, *, what: str, record_id: str
     if found is None:
         raise ValueError(f"{what} of record {record_id} is not one the chart schema allows")
     return found
+
+
+@dataclass(frozen=True)
+class Region:
+    """What the hub knows of its region that no chart says: ``code``, the region tag on every
+    resource; ``timezone``, the IANA zone of a patient with no visit yet; ``facility``, the
+    name of the health facility its patients attend ("" when none is set)."""
+
+    code: str
+    timezone: str
+    facility: str = ""
+
+
+def known_zone(name: object) -> bool:
+    """Whether ``name`` is an IANA time zone this machine knows."""
+    if not isinstance(name, str):
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)

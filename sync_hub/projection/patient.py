@@ -5,6 +5,7 @@ Field values are those the chart view shows: for a conflicted field, the newest.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, get_args
 
 from care_record import ChartView
@@ -18,12 +19,15 @@ from sync_hub.projection.fhir import (
     LOINC,
     OBSERVATION_CATEGORY,
     PATIENT_IDENTIFIER,
+    TIMEZONE,
     V3_ACT_CODE,
+    Region,
     Resource,
     Targets,
     code_for,
     coding,
     concept,
+    known_zone,
     named_id,
     records,
     resource,
@@ -57,12 +61,14 @@ MEDICATION_STATUSES = {
 }
 
 
-def patient(view: ChartView) -> Resource:
+def patient(view: ChartView, region: Region) -> Resource:
     fields = view.fields
     return resource(
         "Patient",
         view.id,
         {
+            # Central's reminders keep quiet hours in this zone.
+            "extension": [{"url": TIMEZONE, "valueCode": patient_zone(view, region.timezone)}],
             "identifier": [{"system": PATIENT_IDENTIFIER, "value": view.id}],
             "active": True,
             "name": _names(fields.get("family"), fields.get("given")),
@@ -73,8 +79,34 @@ def patient(view: ChartView) -> Resource:
             # suburb, village or other community".
             "address": [{"city": fields["village"]}] if fields.get("village") else None,
             "communication": _languages(fields.get("language")),
+            # A name for reminders to quote; central holds no Organization to point at.
+            "managingOrganization": {"display": region.facility} if region.facility else None,
         },
     )
+
+
+def patient_zone(view: ChartView, default: str) -> str:
+    """The time zone of the patient's newest encounter (by start; on a tie, the later ID),
+    which is the zone of the tablet that recorded it; ``default`` if the chart has none.
+    Raises ValueError if that encounter's start or zone is damaged."""
+    encounters = records(view, "encounters")
+    if not encounters:
+        return default
+    newest = max(encounters, key=lambda e: (_started(e), e["id"]))
+    zone = newest["zone"]
+    if not known_zone(zone):
+        raise ValueError(f"the time zone of encounter {newest['id']} is not an IANA time zone")
+    return str(zone)
+
+
+def _started(encounter: dict[str, Any]) -> datetime:
+    try:
+        started = datetime.fromisoformat(encounter["started_at"])
+    except (TypeError, ValueError):
+        started = None
+    if started is None or started.tzinfo is None:
+        raise ValueError(f"the start of encounter {encounter['id']} is not a time with a zone")
+    return started
 
 
 def _names(family: object, given: object) -> list[dict[str, Any]]:

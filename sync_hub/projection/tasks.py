@@ -1,6 +1,7 @@
 """Follow-up tasks as Task, and each reminder in a task's plan as a CommunicationRequest.
 
 Central sends the reminders (sms/); it reads the patient's Consents to choose SMS or voice.
+A call-back task starts at central and is not pushed back (``CENTRAL_KINDS``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from sync_hub.projection.fhir import (
 )
 
 TASK_STATUSES = {status: status for status in ("requested", "completed", "cancelled")}
+CALL_BACK = "call_back"
+# Kinds of task that start at central (a call-back a patient asked for by replying CALL) and
+# reach the chart through the hub's fetch. Pushing one back would overwrite central's Task
+# with less: its intent, its focus (the patient's reply) and basedOn (the reminder replied to).
+CENTRAL_KINDS = frozenset({CALL_BACK})
 
 
 def task_resources(record: dict[str, Any], targets: Targets) -> list[Resource]:

@@ -315,6 +315,7 @@ def hub_db(settings: Settings) -> Callable[[str, list[Any] | None], list[tuple[A
 CENTRAL_URL = "http://central.test"
 TOKEN_URL = f"{CENTRAL_URL}/auth/token"
 CENTRAL_START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+SEARCHED = ("/fhir/Communication", "/fhir/Task")
 
 
 def jwk_thumbprint(public_key: EllipticCurvePublicKey) -> str:
@@ -339,8 +340,8 @@ def outcome(
 class FakeCentral:
     """Central as far as the hub can tell: SMART Backend Services tokens (the assertion checked
     with PyJWT against the hub's public key), atomic transaction bundles of PUTs stored by
-    type/id, and Communication searches by ``_lastUpdated`` in pages with absolute ``next``
-    links. Tests script trouble per FHIR request (``script``: "429", "503", "drop", "timeout",
+    type/id, and Communication and Task searches by ``_lastUpdated`` (and a Task's ``code``,
+    ``system|code`` tokens joined by commas) in pages with absolute ``next`` links. Tests script trouble per FHIR request (``script``: "429", "503", "drop", "timeout",
     "lost" (written, then the answer lost), "401") and refuse charts by patient ID
     (``refuse``: 400 with an OperationOutcome, or 403)."""
 
@@ -360,6 +361,7 @@ class FakeCentral:
     tokens: set[str] = field(default_factory=set)
     searches: list[httpx.URL] = field(default_factory=list)
     page_size: int | None = None
+    ignores_code: bool = False  # as a FHIR server that does not know the parameter (lenient)
     _updates: int = 0
 
     def transport(self) -> httpx.MockTransport:
@@ -390,7 +392,7 @@ class FakeCentral:
             if trouble == "lost":
                 raise httpx.ReadError("scripted: answer lost", request=request)
             return answer
-        if request.method == "GET" and request.url.path == "/fhir/Communication":
+        if request.method == "GET" and request.url.path in SEARCHED:
             return self._search(request.url)
         return outcome(404, "unknown path", "not-found")
 
@@ -494,7 +496,10 @@ class FakeCentral:
 
     def _search(self, url: httpx.URL) -> Response:
         self.searches.append(url)
+        resource_type = url.path.removeprefix("/fhir/")
         since = datetime.fromisoformat(url.params["_lastUpdated"].removeprefix("ge"))
+        asked = "code" in url.params and not self.ignores_code
+        codes = set(url.params["code"].split(",")) if asked else None
         assert url.params["_sort"] == "_lastUpdated"
         count = self.page_size or int(url.params["_count"])
         offset = int(url.params.get("_offset", "0"))
@@ -502,8 +507,9 @@ class FakeCentral:
             (
                 r
                 for r in self.resources.values()
-                if r["resourceType"] == "Communication"
+                if r["resourceType"] == resource_type
                 and datetime.fromisoformat(r["meta"]["lastUpdated"]) >= since
+                and (codes is None or _tokens(r.get("code")) & codes)
             ),
             key=lambda r: r["meta"]["lastUpdated"],
         )
@@ -522,6 +528,12 @@ class FakeCentral:
                 "entry": [{"resource": r, "search": {"mode": "match"}} for r in page],
             },
         )
+
+
+def _tokens(concept: Any) -> set[str]:
+    """A CodeableConcept's codings as the ``system|code`` tokens a search names."""
+    codings = concept.get("coding", []) if isinstance(concept, dict) else []
+    return {f"{c.get('system')}|{c.get('code')}" for c in codings}
 
 
 @pytest.fixture

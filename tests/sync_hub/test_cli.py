@@ -65,6 +65,10 @@ def test_settings_are_read_from_the_environment() -> None:
         ("SYNC_HUB_PORT", "70000", "between 1 and 65535"),
         ("SYNC_HUB_CLOCK_SKEW_SECONDS", "1", "at least 5"),
         ("SYNC_HUB_MAX_FRAME_BYTES", "2048", "at least SYNC_HUB_MAX_BODY_BYTES"),
+        ("SYNC_HUB_TIMEZONE", "Africa/Atlantis", "not a known IANA time zone"),
+        ("SYNC_HUB_TIMEZONE", "../etc/passwd", "not a known IANA time zone"),
+        ("SYNC_HUB_FACILITY", "x" * 201, "at most 200 characters"),
+        ("SYNC_HUB_FACILITY", "Kilosa\tHealth Centre", "control characters"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(
@@ -232,8 +236,8 @@ def test_push_pushes_everything_pending_and_says_how_it_went(
     assert result.code == 0, result.err
     assert "pushed 3 charts (3 resources) in 1 bundles, 1 retries" in result.out
     assert "0 pending" in result.out
-    assert "fetched 0 communications in 1 pages" in result.out
-    assert "1 retries; cursor none" in result.out
+    assert "fetched 0 communications and 0 tasks in 2 pages" in result.out
+    assert "1 retries; cursor none, task cursor none" in result.out
     assert "retrying in 3 s" in result.err
     assert central_cli.slept == [3.0, 3.0]
     assert {f"Patient/{c.id}" for c in charts} <= set(central.resources)
@@ -254,9 +258,21 @@ def test_push_also_merges_replies_from_central(
             "payload": [{"contentString": "Review in two days."}],
         }
     )
+    central.store(
+        {
+            "resourceType": "Task",
+            "id": new_id(clock),
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": "urn:rural-care:task-kind", "code": "call_back"}]},
+            "description": "Call the patient back: they asked for a call",
+            "for": {"reference": f"Patient/{chart.id}"},
+            "restriction": {"period": {"end": "2025-03-01"}},
+        }
+    )
     result = central_cli("push")
     assert result.code == 0, result.err
-    assert "1 messages merged" in result.out
+    assert "1 messages and 1 tasks merged" in result.out
     with hub_store.read() as db:
         assert outbox.pending_count(db) == 0  # the merged chart was pushed as well
 
@@ -334,6 +350,7 @@ def test_fhir_status_on_a_hub_that_has_never_pushed(hub_cli: Any) -> None:
     assert "pending: 0 charts" in out
     assert "last push: never" in out
     assert "cursor: none" in out
+    assert "task cursor: none" in out
 
 
 def test_central_key_creates_the_key_once_and_prints_its_public_jwk(
@@ -372,6 +389,7 @@ def test_central_settings_have_laptop_defaults_and_are_checked() -> None:
     assert settings.central_key == Path("sync_hub_central_key.pem")
     assert (settings.push_batch_resources, settings.push_interval_seconds) == (500, 10)
     assert settings.fetch_interval_seconds == 15
+    assert (settings.timezone, settings.facility) == ("Africa/Dar_es_Salaam", "")
     with pytest.raises(BadSetting, match="SYNC_HUB_CENTRAL_URL"):
         Settings.from_env({"SYNC_HUB_CENTRAL_URL": "central.example"})
     with pytest.raises(BadSetting, match="SYNC_HUB_PUSH_BATCH_RESOURCES"):

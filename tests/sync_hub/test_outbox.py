@@ -5,6 +5,7 @@ database; central is the stand-in of conftest.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +22,15 @@ from sync_hub import create_app, outbox
 from sync_hub.backoff import Backoff, retrying
 from sync_hub.errors import CentralNotConfigured, CentralUnavailable
 from sync_hub.lease import Lease
-from sync_hub.projection import project_chart
+from sync_hub.projection import Region, project_chart
 from sync_hub.pusher import Pusher, PushLoop, link
 from sync_hub.settings import Settings
 from sync_hub.store import Store, put_chart
 
 from .conftest import FakeCentral, HubCli, enrol, new_chart, put
 
+# What the pusher of central_settings projects with: the default zone, no facility.
+REGION = Region("region-1", "Africa/Dar_es_Salaam")
 VISIT = {
     "encounter": {
         "kind": "anc_contact",
@@ -168,7 +171,7 @@ def test_a_push_delivers_each_chart_projected_and_empties_the_queue(
     chart.record_visit(VISIT)
     put(hub_store, chart, clock)
     report = pusher.push_pending()
-    expected = project_chart(chart.view(), region="region-1")
+    expected = project_chart(chart.view(), region=REGION)
     assert (report.charts, report.resources, report.bundles) == (1, len(expected), 1)
     for resource in expected:
         url = f"{resource['resourceType']}/{resource['id']}"
@@ -176,6 +179,37 @@ def test_a_push_delivers_each_chart_projected_and_empties_the_queue(
     assert _queue(hub_store) == []
     with hub_store.read() as db:
         assert outbox.status(db).last_push_at == "2025-03-01T08:30:00+00:00"
+
+
+def test_a_push_gives_each_patient_the_hubs_zone_and_facility(
+    central_settings: Settings, hub_store: Store, central: FakeCentral, clock: FixedClock
+) -> None:
+    settings = Settings.from_env(
+        {
+            "SYNC_HUB_DB": str(central_settings.db),
+            "SYNC_HUB_NAME": "kati",
+            "SYNC_HUB_CENTRAL_URL": central_settings.central_url,
+            "SYNC_HUB_CENTRAL_KEY": str(central_settings.central_key),
+            "SYNC_HUB_TIMEZONE": "Africa/Kampala",
+            "SYNC_HUB_FACILITY": "Kilosa Health Centre",
+        }
+    )
+    no_visit, visited = new_chart(clock), new_chart(clock)
+    visited.record_visit(VISIT)
+    for chart in (no_visit, visited):
+        put(hub_store, chart, clock)
+    wired = link(settings, hub_store, clock, http=central.client())
+    wired.pusher.push_pending()
+    wired.close()
+    zone = "http://hl7.org/fhir/StructureDefinition/timezone"
+    patients = [central.resources[f"Patient/{c.id}"] for c in (no_visit, visited)]
+    assert [p["extension"] for p in patients] == [
+        [{"url": zone, "valueCode": "Africa/Kampala"}],
+        [{"url": zone, "valueCode": "Africa/Dar_es_Salaam"}],  # the visit's
+    ]
+    assert {json.dumps(p["managingOrganization"]) for p in patients} == {
+        json.dumps({"display": "Kilosa Health Centre"})
+    }
 
 
 def test_an_empty_queue_sends_nothing(pusher: Pusher, central: FakeCentral) -> None:
@@ -203,7 +237,7 @@ def test_charts_go_in_queue_order_in_bundles_within_the_limit_never_split(
     sizes = [len(urls) for urls in central.transactions]
     assert all(size <= 20 for size in sizes[:-1])
     assert central.transactions[-1] == [
-        f"{r['resourceType']}/{r['id']}" for r in project_chart(big.view(), region="region-1")
+        f"{r['resourceType']}/{r['id']}" for r in project_chart(big.view(), region=REGION)
     ]
     for urls in central.transactions:  # each chart's resources all in one bundle
         patients = {u for u in urls if u.startswith("Patient/")}
@@ -380,7 +414,7 @@ def test_charts_that_cannot_be_projected_are_quarantined_with_the_reason(
     for chart in (good, newer, awkward, damaged):
         put(hub_store, chart, clock)
 
-    def project(view: ChartView, *, region: str) -> list[dict[str, Any]]:
+    def project(view: ChartView, *, region: Region) -> list[dict[str, Any]]:
         if view.id == awkward.id:
             return {}["a value the projection did not expect"]  # type: ignore[no-any-return]
         return project_chart(view, region=region)
@@ -502,7 +536,8 @@ def test_serve_pushes_a_synced_visit_within_seconds(
             time.sleep(0.02)
         assert f"Patient/{chart.id}" in central.resources
         assert len(central.of_type("Encounter")) == 1
-    assert [s.params["_count"] for s in central.searches] == ["100"]  # fetched once at start
+    # Fetched once at start: one search for each feed.
+    assert [s.path for s in central.searches] == ["/fhir/Communication", "/fhir/Task"]
 
 
 def test_serve_refuses_to_start_without_the_hub_key(

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import automerge.core as am
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from hypothesis import HealthCheck, given, settings
@@ -29,9 +30,10 @@ from care_record import (
     vital_observations,
 )
 from care_record.document import section
+from central.fhir.validation import validate as central_validate
 from field_app.forms import FormLibrary, FormState
 from field_app.forms import response as form_response
-from sync_hub.projection import project_chart, transaction_bundle
+from sync_hub.projection import Region, project_chart, transaction_bundle
 from sync_hub.projection.fhir import Targets
 from sync_hub.projection.messages import communication
 
@@ -39,7 +41,10 @@ Json = dict[str, Any]
 
 START = datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
 REGION = "arusha"
-ZONE = "Africa/Dar_es_Salaam"
+ZONE = "Africa/Dar_es_Salaam"  # the tablet's, on every visit
+HUB_ZONE = "Africa/Kampala"  # the region's: not the visits', so a test can tell which is used
+HUB = Region(REGION, HUB_ZONE)
+TIMEZONE = "http://hl7.org/fhir/StructureDefinition/timezone"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
@@ -314,7 +319,7 @@ def built() -> Built:
 
 @pytest.fixture(scope="module")
 def projected(built: Built) -> list[Json]:
-    return project_chart(built.view, region=REGION)
+    return project_chart(built.view, region=HUB)
 
 
 def find(resources: list[Json], resource_type: str, resource_id: str) -> Json:
@@ -534,17 +539,17 @@ def test_every_resource_carries_the_region_tag_and_no_two_share_an_id(
 
 
 def test_the_same_chart_projects_to_the_same_resources_every_time(built: Built) -> None:
-    first = project_chart(built.view, region=REGION)
+    first = project_chart(built.view, region=HUB)
     # Through bytes, as the hub holds it: a reloaded chart projects identically.
     reloaded = Chart.load(built.chart.save(), author="hub", clock=FixedClock(START))
 
-    assert project_chart(reloaded.view(), region=REGION) == first
-    assert json.dumps(project_chart(built.view, region=REGION)) == json.dumps(first)
+    assert project_chart(reloaded.view(), region=HUB) == first
+    assert json.dumps(project_chart(built.view, region=HUB)) == json.dumps(first)
 
 
 def test_two_charts_project_to_disjoint_ids() -> None:
-    one = project_chart(build().view, region=REGION)
-    other = project_chart(build().view, region=REGION)
+    one = project_chart(build().view, region=HUB)
+    other = project_chart(build().view, region=HUB)
 
     assert {r["id"] for r in one}.isdisjoint({r["id"] for r in other})
 
@@ -553,13 +558,13 @@ def test_a_household_projects_to_nothing() -> None:
     household = HouseholdRecord.new(
         {"name": "Juma", "village": "Kijiji"}, author="chw", clock=FixedClock(START)
     )
-    assert project_chart(household.view(), region=REGION) == []
+    assert project_chart(household.view(), region=HUB) == []
 
 
 @pytest.mark.parametrize("region", ["", " arusha", "arusha ", "two  spaces", "tab\there"])
 def test_a_region_that_is_not_a_fhir_code_is_refused(built: Built, region: str) -> None:
     with pytest.raises(ValueError, match="region must be a FHIR code"):
-        project_chart(built.view, region=region)
+        project_chart(built.view, region=Region(region, HUB_ZONE))
 
 
 def test_the_projection_imports_without_fhir_resources() -> None:
@@ -573,7 +578,7 @@ def test_the_projection_imports_without_fhir_resources() -> None:
 def test_a_chart_whose_id_is_not_a_uuid_is_refused() -> None:
     chart = Chart.new_patient(AMINA, author="chw", clock=FixedClock(START), chart_id="amina-1")
     with pytest.raises(ValueError, match="ID is not a UUID"):
-        project_chart(chart.view(), region=REGION)
+        project_chart(chart.view(), region=HUB)
 
 
 # What a faulty or hostile tablet could send: real Automerge changes that care_record's own
@@ -588,7 +593,7 @@ def test_a_record_that_lost_a_field_is_refused(built: Built) -> None:
         tx.delete(found[1], "kind")
 
     with pytest.raises(ValueError, match=f"a record of chart {chart.id} has no 'kind'"):
-        project_chart(chart.view(), region=REGION)
+        project_chart(chart.view(), region=HUB)
 
 
 def test_a_value_outside_the_schema_is_refused_without_the_value(built: Built) -> None:
@@ -599,7 +604,7 @@ def test_a_value_outside_the_schema_is_refused_without_the_value(built: Built) -
         registers.write(tx, path, "Amina-knows", write_id=new_id(clock), at=clock.now(), by="x")
 
     with pytest.raises(ValueError, match=f"task status of record {built.anc_task}") as raised:
-        project_chart(chart.view(), region=REGION)
+        project_chart(chart.view(), region=HUB)
     assert "Amina" not in str(raised.value)
 
 
@@ -612,6 +617,7 @@ def test_patient_carries_the_demographics(built: Built, projected: list[Json]) -
     assert body(projected[0]) == {
         "resourceType": "Patient",
         "id": chart_id,
+        "extension": [{"url": TIMEZONE, "valueCode": ZONE}],
         "identifier": [{"system": "urn:rural-care:patient", "value": chart_id}],
         "active": True,
         "name": [{"family": "Juma", "given": ["Amina"]}],
@@ -633,12 +639,13 @@ def test_a_patient_without_optional_fields_leaves_them_out() -> None:
     bare = {"given": "Juma", "family": "Ali", "sex": "male", "birth_date": "2023-01-02"}
     chart = Chart.new_patient(bare, author="chw", clock=clock)
 
-    resources = project_chart(chart.view(), region=REGION)
+    resources = project_chart(chart.view(), region=HUB)
 
     assert [body(r) for r in resources] == [
         {
             "resourceType": "Patient",
             "id": chart.id,
+            "extension": [{"url": TIMEZONE, "valueCode": HUB_ZONE}],
             "identifier": [{"system": "urn:rural-care:patient", "value": chart.id}],
             "active": True,
             "name": [{"family": "Ali", "given": ["Juma"]}],
@@ -647,6 +654,62 @@ def test_a_patient_without_optional_fields_leaves_them_out() -> None:
         }
     ]
     assert_valid(resources)
+
+
+def visit_at(chart: Chart, started_at: datetime, zone: str) -> str:
+    return chart.record_encounter({"kind": "home_visit", "started_at": started_at, "zone": zone})
+
+
+def test_the_patients_time_zone_is_that_of_the_newest_visit_by_its_start() -> None:
+    clock = FixedClock(START)
+    chart = Chart.new_patient(AMINA, author="chw", clock=clock)
+    visit_at(chart, START + timedelta(days=2), "Africa/Nairobi")
+    clock.advance(timedelta(days=3))
+    # Written later (a newer ID) about an earlier visit, on a tablet set to another zone.
+    visit_at(chart, START + timedelta(days=1), ZONE)
+
+    [patient] = of_type(project_chart(chart.view(), region=HUB), "Patient")
+
+    assert patient["extension"] == [{"url": TIMEZONE, "valueCode": "Africa/Nairobi"}]
+    assert central_validate(patient) == patient
+
+
+def test_a_patient_with_no_visit_yet_has_the_regions_time_zone() -> None:
+    chart = Chart.new_patient(AMINA, author="chw", clock=FixedClock(START))
+
+    [patient] = project_chart(chart.view(), region=Region(REGION, "Africa/Lusaka"))
+
+    assert patient["extension"] == [{"url": TIMEZONE, "valueCode": "Africa/Lusaka"}]
+    assert central_validate(patient) == patient
+
+
+def test_the_facility_is_the_patients_managing_organization_by_name(built: Built) -> None:
+    kilosa = Region(REGION, HUB_ZONE, "Kilosa Health Centre")
+
+    [patient] = of_type(project_chart(built.view, region=kilosa), "Patient")
+
+    assert patient["managingOrganization"] == {"display": "Kilosa Health Centre"}
+    assert central_validate(patient) == patient
+    assert_valid([patient])
+    [without] = of_type(project_chart(built.view, region=HUB), "Patient")
+    assert "managingOrganization" not in without
+
+
+def test_a_visit_whose_time_zone_is_not_iana_is_refused_without_the_value(built: Built) -> None:
+    chart = built.chart.fork(author="tablet")
+    with chart.document.transaction() as tx:
+        found = tx.get(section(tx, "encounters"), built.amendment)  # the newest visit
+        assert found is not None
+        tx.put(found[1], "zone", am.ScalarType.Str, "Amina/Home")
+
+    with pytest.raises(ValueError, match=f"time zone of encounter {built.amendment}") as raised:
+        project_chart(chart.view(), region=HUB)
+    assert "Amina" not in str(raised.value)
+
+
+def test_a_region_whose_time_zone_is_unknown_is_refused(built: Built) -> None:
+    with pytest.raises(ValueError, match="time zone is not a known IANA time zone"):
+        project_chart(built.view, region=Region(REGION, "Mars/Olympus_Mons"))
 
 
 def pregnancy_observations(resources: list[Json]) -> list[Json]:
@@ -669,7 +732,7 @@ def test_pregnancy_status_is_one_observation_that_keeps_its_id(
     chart = built.chart.fork(author="chw")
     chart.set_pregnancy_status(status)  # type: ignore[arg-type]
 
-    [observation] = pregnancy_observations(project_chart(chart.view(), region=REGION))
+    [observation] = pregnancy_observations(project_chart(chart.view(), region=HUB))
 
     [before] = pregnancy_observations(projected)
     assert observation["id"] == before["id"]
@@ -698,7 +761,7 @@ def test_pregnancy_status_is_one_observation_that_keeps_its_id(
 
 def test_no_pregnancy_status_projects_no_observation() -> None:
     chart = Chart.new_patient(AMINA, author="chw", clock=FixedClock(START))
-    assert pregnancy_observations(project_chart(chart.view(), region=REGION)) == []
+    assert pregnancy_observations(project_chart(chart.view(), region=HUB)) == []
 
 
 def consent_by_scope(resources: list[Json]) -> dict[str, Json]:
@@ -740,10 +803,10 @@ def test_each_recorded_consent_scope_is_a_consent_the_reminder_sender_can_read(
 def test_a_consent_keeps_its_id_when_it_changes_and_unrecorded_scopes_are_absent() -> None:
     chart = Chart.new_patient(AMINA, author="chw", clock=FixedClock(START))
     chart.set_consent("sms_reminders", "granted")
-    before = consent_by_scope(project_chart(chart.view(), region=REGION))
+    before = consent_by_scope(project_chart(chart.view(), region=HUB))
 
     chart.set_consent("sms_reminders", "withdrawn")
-    after = consent_by_scope(project_chart(chart.view(), region=REGION))
+    after = consent_by_scope(project_chart(chart.view(), region=HUB))
 
     assert list(before) == list(after) == ["sms_reminders"]
     assert after["sms_reminders"]["id"] == before["sms_reminders"]["id"]
@@ -795,7 +858,7 @@ def test_a_medication_entered_in_error_says_so(built: Built) -> None:
     chart = built.chart.fork(author="chw")
     chart.update_medication(built.medication, {"status": "entered_in_error"})
 
-    projected = project_chart(chart.view(), region=REGION)
+    projected = project_chart(chart.view(), region=HUB)
 
     assert find(projected, "MedicationStatement", built.medication)["status"] == (
         "entered-in-error"
@@ -956,7 +1019,7 @@ def test_an_unsigned_form_is_an_in_progress_response() -> None:
     visit = sick_visit(clock)["encounter"]
     encounter_id = chart.record_encounter(visit, sign=False)
 
-    projected = project_chart(chart.view(), region=REGION)
+    projected = project_chart(chart.view(), region=HUB)
 
     assert find(projected, "QuestionnaireResponse", encounter_id)["status"] == "in-progress"
     assert {o["status"] for o in observations_of(projected, encounter_id)} == {"preliminary"}
@@ -974,7 +1037,7 @@ def test_damaged_stored_answers_are_refused_without_their_content(items: str) ->
     encounter_id = chart.record_encounter(visit | {"form": visit["form"] | {"items": items}})
 
     with pytest.raises(ValueError, match=f"encounter {encounter_id}") as raised:
-        project_chart(chart.view(), region=REGION)
+        project_chart(chart.view(), region=HUB)
     assert "Amina" not in str(raised.value)
     assert "no linkId" not in str(raised.value)
 
@@ -1065,7 +1128,7 @@ def test_referral_status_maps_to_request_status(built: Built, status: str, expec
     chart = built.chart.fork(author="clinician")
     chart.set_referral_status(built.anc_referral, status)  # type: ignore[arg-type]
 
-    projected = project_chart(chart.view(), region=REGION)
+    projected = project_chart(chart.view(), region=HUB)
 
     assert find(projected, "ServiceRequest", built.anc_referral)["status"] == expected
 
@@ -1098,6 +1161,21 @@ def test_a_task_is_a_plan_with_its_due_date(built: Built, projected: list[Json])
     }
     assert find(projected, "Task", built.td_task)["status"] == "completed"
     assert find(projected, "Task", built.lone_task)["status"] == "cancelled"
+
+
+def test_a_call_back_task_from_central_is_not_pushed_back(
+    built: Built, projected: list[Json]
+) -> None:
+    chart = built.chart.fork(author="hub:kati")
+    clock = FixedClock(START + timedelta(days=1))
+    call_back = {"kind": "call_back", "description": "Call the patient back", "due": "2025-03-02"}
+    task_id = chart.add_task(call_back, task_id=new_id(clock))
+
+    with_call_back = project_chart(chart.view(), region=HUB)
+
+    assert chart.view().item("tasks", task_id)["kind"] == "call_back"
+    # Not a Task nor anything else: the chart's own tasks and the rest go as before.
+    assert with_call_back == projected
 
 
 def test_each_reminder_is_a_communication_request_to_the_patient(
@@ -1223,11 +1301,11 @@ def test_a_conflicted_field_projects_the_value_the_view_shows_and_nothing_else()
     view = chart.view()
     assert [c.path for c in view.conflicts] == ["phone"]
 
-    [patient] = of_type(project_chart(view, region=REGION), "Patient")
+    [patient] = of_type(project_chart(view, region=HUB), "Patient")
 
     assert view.fields["phone"] == "+255700000002"
     assert patient["telecom"] == [{"system": "phone", "value": "+255700000002", "use": "mobile"}]
-    assert "extension" not in patient
+    assert patient["extension"] == [{"url": TIMEZONE, "valueCode": HUB_ZONE}]  # no conflict in it
 
 
 # -- the transaction bundle -----------------------------------------------------------------------
@@ -1256,12 +1334,12 @@ def test_the_bundle_puts_every_resource_at_its_id_patients_first(projected: list
 
 
 def test_the_bundle_of_the_same_chart_is_the_same_every_time(built: Built) -> None:
-    first = json.dumps(transaction_bundle(project_chart(built.view, region=REGION)))
-    assert json.dumps(transaction_bundle(project_chart(built.view, region=REGION))) == first
+    first = json.dumps(transaction_bundle(project_chart(built.view, region=HUB)))
+    assert json.dumps(transaction_bundle(project_chart(built.view, region=HUB))) == first
 
 
 def test_patients_of_several_charts_come_first_in_their_order() -> None:
-    one, other = (project_chart(build().view, region=REGION) for _ in range(2))
+    one, other = (project_chart(build().view, region=HUB) for _ in range(2))
 
     entries = transaction_bundle(one + other)["entry"]
 
@@ -1392,8 +1470,8 @@ def test_random_valid_charts_project_to_valid_resources(
             }
         )
 
-    resources = project_chart(chart.view(), region=REGION)
+    resources = project_chart(chart.view(), region=HUB)
 
     assert_valid(resources)
     get_fhir_model_class("Bundle").model_validate(transaction_bundle(resources))
-    assert resources == project_chart(chart.view(), region=REGION)
+    assert resources == project_chart(chart.view(), region=HUB)
