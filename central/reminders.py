@@ -9,6 +9,7 @@ client ``sms`` with every region.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 from central.callers import ALL_REGIONS, Caller
 from central.clock import Clock
 from central.database import Database, Session
+from central.errors import CentralError
 from central.fhir.interactions import Context, write_resources
 from central.fhir.store import Write, decode
 from central.fhir.validation import validate
@@ -25,6 +27,8 @@ from central.settings import Settings
 from sms import ReminderService, SmsConfig, TwilioSender
 from sms.records import PatientRecords, Position, Resource
 from sms.scheduler import start_scheduler
+
+log = logging.getLogger(__name__)
 
 READ_TYPES = ("CommunicationRequest", "Consent", "Patient", "Task")
 # What a patient's reminders are planned from, found by their ``patient`` search parameter.
@@ -91,13 +95,17 @@ class StoreRecords:
         ]
 
     def write(self, session: Session, resources: Sequence[Resource]) -> None:
-        writes = [
-            Write("PUT", r["resourceType"], r["id"], validate(r, expected_type=r["resourceType"]))
-            for r in resources
-        ]
-        if writes:
-            ctx = Context(self.database, self.settings, self.clock, CALLER)
-            write_resources(session, ctx, writes)
+        """Store each resource; one central refuses (its patient is not here, say) is logged
+        and left out, so that what it records (an opt-out, a delivery) still commits. The
+        store refuses before it writes anything, so the transaction goes on unharmed."""
+        ctx = Context(self.database, self.settings, self.clock, CALLER)
+        for resource in resources:
+            kind = resource["resourceType"]
+            try:
+                checked = validate(resource, expected_type=kind)
+                write_resources(session, ctx, [Write("PUT", kind, resource["id"], checked)])
+            except CentralError as exc:
+                log.warning("the reminder service's %s was not stored: %s", kind, exc)
 
 
 def _patient_of(kind: str, rid: str, content: str | Resource | None) -> str | None:
@@ -116,31 +124,29 @@ def _patient_of(kind: str, rid: str, content: str | Resource | None) -> str | No
 
 
 def _contents(session: Session, kind: str, ids: list[str]) -> list[Resource]:
-    found: list[Resource] = []
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        rows = session.execute(
-            f"SELECT content FROM resources WHERE rtype = ? AND id IN ({marks}) AND deleted = 0",
-            (kind, *chunk),
-        )
-        found.extend(decode(row[0]) for row in rows)
-    return found
+    """Current resources of ``kind`` with these IDs."""
+    sql = "SELECT content FROM resources WHERE rtype = ? AND id IN ({}) AND deleted = 0"
+    return _decoded(session, sql, kind, ids)
 
 
 def _referring(session: Session, kind: str, targets: list[str]) -> list[Resource]:
     """Current resources of ``kind`` whose ``patient`` search parameter is one of targets."""
+    sql = (
+        "SELECT r.content FROM search_reference s JOIN resources r"
+        " ON r.rtype = s.rtype AND r.id = s.id"
+        " WHERE s.rtype = ? AND s.param = 'patient' AND s.target IN ({})"
+        " AND r.deleted = 0 ORDER BY r.id"
+    )
+    return _decoded(session, sql, kind, targets)
+
+
+def _decoded(session: Session, sql: str, kind: str, values: list[str]) -> list[Resource]:
+    """The resources ``sql`` (a query for ``kind`` with an IN list to fill) finds for
+    ``values``, asked 500 at a time."""
     found: list[Resource] = []
-    for start in range(0, len(targets), 500):
-        chunk = targets[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        rows = session.execute(
-            "SELECT r.content FROM search_reference s JOIN resources r"
-            " ON r.rtype = s.rtype AND r.id = s.id"
-            f" WHERE s.rtype = ? AND s.param = 'patient' AND s.target IN ({marks})"
-            " AND r.deleted = 0 ORDER BY r.id",
-            (kind, *chunk),
-        )
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        rows = session.execute(sql.format(", ".join("?" * len(chunk))), (kind, *chunk))
         found.extend(decode(row[0]) for row in rows)
     return found
 
