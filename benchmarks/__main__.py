@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "sync": "benchmarks.sync",
     "forms": "benchmarks.forms",
     "central": "benchmarks.central",
+    "sms": "benchmarks.sms",
 }
 
 

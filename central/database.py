@@ -33,6 +33,9 @@ from sms.database import schema as sms_schema
 
 Dialect = Literal["sqlite", "postgresql"]
 Row = tuple[Any, ...]
+# What the reminder service plans from, read in lastUpdated order (central.reminders): a
+# partial index keeps that reading off every other type's rows.
+REMINDER_SOURCES = ("CommunicationRequest", "Consent", "Patient", "Task")
 
 
 class Session(Protocol):
@@ -310,6 +313,10 @@ _REFERENCE_INDEX = (
 )
 
 
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
 def schema(dialect: Dialect) -> list[str]:
     """Every table and index, created if missing (safe to run again)."""
     seq = "INTEGER PRIMARY KEY" if dialect == "sqlite" else "BIGINT PRIMARY KEY"
@@ -364,6 +371,11 @@ def schema(dialect: Dialect) -> list[str]:
             PRIMARY KEY (rtype, id)
         )""",
         "CREATE INDEX IF NOT EXISTS resources_updated ON resources (rtype, last_updated)",
+        (
+            "CREATE INDEX IF NOT EXISTS resources_reminder_changes"
+            " ON resources (last_updated, rtype, id)"
+            f" WHERE rtype IN ({_quoted(REMINDER_SOURCES)}) AND deleted = 0"
+        ),
         # Every version ever written, for vread and _history.
         """CREATE TABLE IF NOT EXISTS history (
             rtype TEXT NOT NULL,

@@ -18,7 +18,7 @@ from typing import Any
 
 from central.callers import ALL_REGIONS, Caller
 from central.clock import Clock
-from central.database import Database, Session
+from central.database import REMINDER_SOURCES, Database, Session
 from central.errors import CentralError
 from central.fhir.interactions import Context, write_resources
 from central.fhir.store import Write, decode
@@ -30,7 +30,14 @@ from sms.scheduler import start_scheduler
 
 log = logging.getLogger(__name__)
 
-READ_TYPES = ("CommunicationRequest", "Consent", "Patient", "Task")
+# The types are literals so that the planner matches the query to the partial index.
+_CHANGED = (
+    "SELECT last_updated, rtype, id, content FROM resources{hint} WHERE rtype IN"
+    f" ({', '.join(repr(kind) for kind in REMINDER_SOURCES)}) AND deleted = 0"
+)
+# SQLite's planner would take the (rtype, last_updated) index for the IN list and then sort
+# every row after the cursor, page after page.
+_HINTS = {"sqlite": " INDEXED BY resources_reminder_changes", "postgresql": ""}
 # What a patient's reminders are planned from, found by their ``patient`` search parameter.
 _REFERRING = ("Consent", "CommunicationRequest", "Task")
 _PATIENT_ELEMENT = {"CommunicationRequest": "subject", "Task": "for", "Consent": "patient"}
@@ -51,19 +58,23 @@ class StoreRecords:
     def changes(
         self, session: Session, after: Position | None, limit: int
     ) -> tuple[list[str], Position | None]:
-        at, kind, rid = after or ("", "", "")
-        marks = ", ".join("?" * len(READ_TYPES))
+        """Read in (lastUpdated, type, ID) order, on the partial index of those types. A full
+        page is completed to the end of its last instant: a hub's bundle is one instant, so a
+        patient's Patient, Consents and reminders are planned together, once."""
         rows = session.execute(
-            "SELECT last_updated, rtype, id, content FROM resources"
-            # The plain lower bound lets the (rtype, last_updated) index find the rows.
-            f" WHERE rtype IN ({marks}) AND deleted = 0 AND last_updated >= ?"
-            " AND (last_updated > ? OR (last_updated = ? AND (rtype > ?"
-            " OR (rtype = ? AND id > ?))))"
+            f"{_changed(session)} AND (last_updated, rtype, id) > (?, ?, ?)"
             " ORDER BY last_updated, rtype, id LIMIT ?",
-            (*READ_TYPES, at, at, at, kind, kind, rid, limit),
+            (*(after or ("", "", "")), limit),
         )
         if not rows:
             return [], None
+        if len(rows) == limit:
+            at, kind, rid = rows[-1][:3]
+            rows += session.execute(
+                f"{_changed(session)} AND last_updated = ? AND (rtype, id) > (?, ?)"
+                " ORDER BY rtype, id",
+                (at, kind, rid),
+            )
         patients = dict.fromkeys(
             found for row in rows if (found := _patient_of(row[1], row[2], row[3]))
         )
@@ -106,6 +117,10 @@ class StoreRecords:
                 write_resources(session, ctx, [Write("PUT", kind, resource["id"], checked)])
             except CentralError as exc:
                 log.warning("the reminder service's %s was not stored: %s", kind, exc)
+
+
+def _changed(session: Session) -> str:
+    return _CHANGED.format(hint=_HINTS[session.dialect])
 
 
 def _patient_of(kind: str, rid: str, content: str | Resource | None) -> str | None:

@@ -64,9 +64,9 @@ class Dispatcher:
         report = DispatchReport()
         started = self.now()
         while (self.now() - started).total_seconds() < max_seconds:
-            granted, rows = self._claim()
+            granted, shortfall, rows = self._claim()
             if granted == 0:
-                self.wait(1.0 / self.config.per_second)
+                self.wait(shortfall)
                 continue
             if not rows:
                 break
@@ -74,11 +74,12 @@ class Dispatcher:
             self._record(self._send_all(rows, report), report)
         return report
 
-    def _claim(self) -> tuple[int, list[OutboxRow]]:
+    def _claim(self) -> tuple[int, float, list[OutboxRow]]:
+        """Tokens granted, seconds to wait if none were, and the rows claimed."""
         now = self.now()
         account = self.config.account_sid
         with self.database.write() as session:
-            granted = outbox.take_tokens(
+            granted, shortfall = outbox.take_tokens(
                 session,
                 account,
                 want=self.config.batch,
@@ -93,7 +94,7 @@ class Dispatcher:
                 lease_seconds=self.config.lease_seconds,
             )
             outbox.give_back_tokens(session, account, granted - len(rows))
-        return granted, rows
+        return granted, shortfall, rows
 
     def _send_all(self, rows: Sequence[OutboxRow], report: DispatchReport) -> _Results:
         results = _Results()

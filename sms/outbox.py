@@ -392,9 +392,11 @@ def first_time(session: Session, key: str, now: datetime) -> bool:
 
 def take_tokens(
     session: Session, account: str, *, want: int, per_second: float, now: datetime
-) -> int:
-    """Take up to ``want`` sends from the account's token bucket (refilled at ``per_second``,
-    holding at most one second's worth), shared by every process through the database."""
+) -> tuple[int, float]:
+    """Take ``want`` sends (at most one second's worth) from the account's token bucket,
+    refilled at ``per_second`` and shared by every process through the database: all of them,
+    or none and the seconds until there are enough. Whole batches keep the claims, and their
+    transactions, few."""
     session.execute(
         "INSERT INTO sms_rate (account, tokens, updated_at) VALUES (?, ?, ?)"
         " ON CONFLICT DO NOTHING",
@@ -406,12 +408,13 @@ def take_tokens(
     )[0]
     burst = max(per_second, 1.0)
     available = min(burst, tokens + max(0.0, epoch(now) - updated) * per_second)
-    taken = max(0, min(want, int(available)))
+    need = max(1, min(want, int(burst)))
+    taken = need if available >= need else 0
     session.execute(
         "UPDATE sms_rate SET tokens = ?, updated_at = ? WHERE account = ?",
         (available - taken, max(epoch(now), updated), account),
     )
-    return taken
+    return taken, 0.0 if taken else (need - available) / per_second
 
 
 def give_back_tokens(session: Session, account: str, count: int) -> None:

@@ -24,7 +24,7 @@ one day (12:00-14:00); a window that starts and ends at the same time is no quie
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -185,13 +185,19 @@ def _night_around(
     return None
 
 
-def _nights(day: date, tz: ZoneInfo, policy: Policy) -> Iterator[tuple[datetime, datetime]]:
+# Planning decides thousands of reminders for the same few days and zones.
+@functools.lru_cache(maxsize=4096)
+def _nights(day: date, tz: ZoneInfo, policy: Policy) -> tuple[tuple[datetime, datetime], ...]:
     """The quiet hours that begin on the days around ``day``, as UTC instants."""
     wraps = policy.quiet_start > policy.quiet_end
+    nights = []
     for offset in (-1, 0, 1):
         begins = day + timedelta(days=offset)
         ends = begins + timedelta(days=1 if wraps else 0)
-        yield _instant(begins, policy.quiet_start, tz), _instant(ends, policy.quiet_end, tz)
+        nights.append(
+            (_instant(begins, policy.quiet_start, tz), _instant(ends, policy.quiet_end, tz))
+        )
+    return tuple(nights)
 
 
 def _instant(day: date, wall: time, tz: ZoneInfo) -> datetime:

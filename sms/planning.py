@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 from sms import fhir, outbox, planner, templates
 from sms.config import SmsConfig
 from sms.database import Database, Session
-from sms.model import Reminder, Send
+from sms.model import Recipient, Reminder, Send
 from sms.outbox import PlanCounts, Planned
 from sms.records import PatientRecords, Position, Records, Resource
 
@@ -68,32 +68,34 @@ def plan_patients(
     now: datetime,
 ) -> PlanCounts:
     """Decide every reminder of these patients again and record the decisions."""
-    found = records.patient_records(session, patient_ids)
-    phones = [fhir.recipient_from(r.patient).phone or "" for r in found if r.patient]
-    opted = outbox.opted_out(session, phones)
-    plans = [plan for one in found for plan in plans_for(one, opted, config, now)]
+    found = [
+        (one, fhir.recipient_from(one.patient))
+        for one in records.patient_records(session, patient_ids)
+        if one.patient is not None
+    ]
+    opted = outbox.opted_out(session, [recipient.phone or "" for _, recipient in found])
+    plans = [
+        plan
+        for one, recipient in found
+        for plan in plans_for(one, recipient, recipient.phone in opted, config, now)
+    ]
     return outbox.record_plans(session, plans, now)
 
 
 def plans_for(
-    one: PatientRecords, opted: set[str], config: SmsConfig, now: datetime
+    one: PatientRecords, recipient: Recipient, opted_out: bool, config: SmsConfig, now: datetime
 ) -> list[Planned]:
+    """The decision for each reminder of one patient (``recipient``, from their Patient)."""
     dues = {task.get("id"): fhir.task_due(task) for task in one.tasks}
     reminders = [r for r in (_reminder(request, dues) for request in one.requests) if r]
-    if one.patient is None or not reminders:
+    if not reminders:
         return []
-    recipient = fhir.recipient_from(one.patient)
     consents = fhir.consents_from(one.consents)
     zone = planner.zone_of(recipient.zone, config.policy)
     plans = []
     for reminder in reminders:
         decision = planner.decide(
-            reminder,
-            recipient,
-            consents,
-            opted_out=recipient.phone in opted,
-            policy=config.policy,
-            now=now,
+            reminder, recipient, consents, opted_out=opted_out, policy=config.policy, now=now
         )
         if isinstance(decision, Send):
             body = _words(reminder, decision, recipient.first_name, recipient.facility)
