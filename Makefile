@@ -27,6 +27,7 @@ bench: setup
 	$(PY) -m benchmarks sync --json benchmarks/results/sync.json
 	$(PY) -m benchmarks forms --json benchmarks/results/forms.json
 	$(PY) -m benchmarks central --json benchmarks/results/central.json
+	$(PY) -m benchmarks sms --json benchmarks/results/sms.json
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
