@@ -188,6 +188,9 @@ def reminder_service(settings: Settings, database: Database, clock: Clock) -> Re
         auth_token=config.auth_token,
         from_number=config.from_number,
         api_url=config.api_url,
+        # A send must end well within its lease, or the lease could run out while it is in
+        # flight and the reminder be looked up, found missing and sent again.
+        timeout_seconds=min(10.0, config.lease_seconds / 2),
     )
     return ReminderService(
         database=database,

@@ -14,6 +14,7 @@ Twilio refused (any other 4xx): it fails at once; retrying would not help.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta
 from sms import outbox, planner
 from sms.config import SmsConfig
 from sms.database import Database, Session
-from sms.errors import TwilioBusy, TwilioRefused
+from sms.errors import TwilioBusy, TwilioRefused, TwilioUnknown
 from sms.model import OutboxRow, State
 from sms.outcomes import outcome_for
 from sms.records import Records
@@ -41,6 +42,8 @@ class DispatchReport:
     failed: int = 0
     cancelled: int = 0
     deferred: int = 0  # in quiet hours now: moved to their end
+    unknown: int = 0  # Twilio's answer was lost: left for the callback or the look-up
+    lost: int = 0  # the claim's lease ran out before the row was sent: not sent by this run
 
 
 @dataclass
@@ -48,6 +51,7 @@ class _Results:
     sent: list[tuple[str, str]] = field(default_factory=list)
     retries: list[tuple[OutboxRow, datetime, str]] = field(default_factory=list)
     settled: list[tuple[OutboxRow, State, str]] = field(default_factory=list)  # row, state, why
+    unknown: int = 0  # sent, but Twilio's answer was lost
 
 
 @dataclass(frozen=True)
@@ -64,18 +68,20 @@ class Dispatcher:
         report = DispatchReport()
         started = self.now()
         while (self.now() - started).total_seconds() < max_seconds:
-            granted, shortfall, rows = self._claim()
+            claim = f"{self.config.worker}:{secrets.token_hex(6)}"
+            granted, shortfall, rows = self._claim(claim)
             if granted == 0:
                 self.wait(shortfall)
                 continue
             if not rows:
                 break
             report.claimed += len(rows)
-            self._record(self._send_all(rows, report), report)
+            self._record(self._send_all(rows, claim, report), claim, report)
         return report
 
-    def _claim(self) -> tuple[int, float, list[OutboxRow]]:
-        """Tokens granted, seconds to wait if none were, and the rows claimed."""
+    def _claim(self, claim: str) -> tuple[int, float, list[OutboxRow]]:
+        """Tokens granted, seconds to wait if none were, and the rows claimed as ``claim``
+        (a name no other claim has, so that only this one can renew or release them)."""
         now = self.now()
         account = self.config.account_sid
         with self.database.write() as session:
@@ -90,19 +96,29 @@ class Dispatcher:
                 session,
                 now=now,
                 limit=granted,
-                worker=self.config.worker,
+                worker=claim,
                 lease_seconds=self.config.lease_seconds,
             )
             outbox.give_back_tokens(session, account, granted - len(rows))
         return granted, shortfall, rows
 
-    def _send_all(self, rows: Sequence[OutboxRow], report: DispatchReport) -> _Results:
+    def _send_all(self, rows: Sequence[OutboxRow], claim: str, report: DispatchReport) -> _Results:
         results = _Results()
         with self.database.read() as session:
             opted = outbox.opted_out(session, [row.phone for row in rows])
-        for row in rows:
+        held = {row.reminder_id for row in rows}
+        renewed = self.now()
+        for index, row in enumerate(rows):
             now = self.now()
-            if row.phone in opted:
+            # A slow batch must not outlive its lease: once a third of it has gone, the rest
+            # is renewed, and a row whose lease ran out (reconciled, maybe sent by another
+            # process since) is left alone.
+            if (now - renewed).total_seconds() > self.config.lease_seconds / 3:
+                held = self._renew([r.reminder_id for r in rows[index:]], claim, now)
+                renewed = now
+            if row.reminder_id not in held:
+                report.lost += 1
+            elif row.phone in opted:
                 results.settled.append((row, "cancelled", "the patient opted out (STOP)"))
             elif planner.in_quiet_hours(now, row.zone, self.config.policy):
                 at = planner.next_allowed(now, row.zone, self.config.policy)
@@ -111,6 +127,16 @@ class Dispatcher:
             else:
                 self._send_one(row, results)
         return results
+
+    def _renew(self, reminder_ids: list[str], claim: str, now: datetime) -> set[str]:
+        with self.database.write() as session:
+            return outbox.renew(
+                session,
+                reminder_ids,
+                claim=claim,
+                now=now,
+                lease_seconds=self.config.lease_seconds,
+            )
 
     def _send_one(self, row: OutboxRow, results: _Results) -> None:
         callback = self.config.status_url(row.reminder_id)
@@ -122,6 +148,10 @@ class Dispatcher:
                 sid = self.sender.place_call(to=row.phone, twiml=twiml, status_callback=callback)
         except TwilioBusy as busy:
             self._busy(row, busy, results)
+        except TwilioUnknown:
+            # Twilio may hold it: the row stays sending, and its status callback or, after
+            # the lease, a look-up at Twilio settles it. Sending again could send it twice.
+            results.unknown += 1
         except TwilioRefused as refused:
             results.settled.append((row, "failed", str(refused)))
         else:
@@ -136,15 +166,16 @@ class Dispatcher:
         wait = max(min(backoff, MAX_BACKOFF), timedelta(seconds=busy.retry_after or 0))
         results.retries.append((row, self.now() + wait, str(busy)))
 
-    def _record(self, results: _Results, report: DispatchReport) -> None:
+    def _record(self, results: _Results, claim: str, report: DispatchReport) -> None:
         now = self.now()
         with self.database.write() as session:
             outbox.mark_sent(session, results.sent, now)
             for row, at, why in results.retries:
-                outbox.retry_later(session, row.reminder_id, at=at, error=why, now=now)
+                outbox.retry_later(session, row.reminder_id, at=at, error=why, now=now, claim=claim)
             for row, state, why in results.settled:
                 settle_and_tell(session, self.records, row.reminder_id, state, why=why, now=now)
         report.sent += len(results.sent)
+        report.unknown += results.unknown
         report.retried += sum(1 for _row, _at, why in results.retries if why != "quiet hours")
         report.failed += sum(1 for _row, state, _why in results.settled if state == "failed")
         report.cancelled += sum(1 for _row, state, _w in results.settled if state == "cancelled")

@@ -6,6 +6,8 @@
     ├── BadPhone            not a phone number in E.164 form
     └── TwilioError         Twilio answered with an error, or could not be reached
         ├── TwilioBusy      429, 5xx or no connection: try again later (retry_after seconds)
+        ├── TwilioUnknown   the request went out but its answer was lost (a read timeout):
+        │                   Twilio may hold the message, so it must be looked up, not resent
         └── TwilioRefused   any other 4xx: retrying would not help (code is Twilio's)
 
 Messages name what went wrong, never a phone number, a name or a message's text.
@@ -48,6 +50,10 @@ class TwilioBusy(TwilioError):
     ):
         super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
+
+
+class TwilioUnknown(TwilioError):
+    pass
 
 
 class TwilioRefused(TwilioError):

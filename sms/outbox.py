@@ -79,8 +79,8 @@ def record_plans(session: Session, plans: Sequence[Planned], now: datetime) -> P
     inserts: list[tuple[object, ...]] = []
     updates: list[tuple[object, ...]] = []
     for plan in plans:
-        decided = _decided(plan, now)
         before = current.get(plan.reminder_id)
+        decided = _after_backoff(_decided(plan, now), before)
         if before is None:
             inserts.append((plan.reminder_id, plan.patient_id, *decided, epoch(now), epoch(now)))
         elif _keep(before, decided):
@@ -131,6 +131,17 @@ def _decided(plan: Planned, now: datetime) -> tuple[object, ...]:
     )
 
 
+def _after_backoff(
+    decided: tuple[object, ...], before: tuple[object, ...] | None
+) -> tuple[object, ...]:
+    """A row waiting out a back-off (planned, attempted before) keeps its later time and its
+    error: deciding again must not send it sooner than the back-off allows."""
+    if before is None or before[7] != "planned" or not before[10] or decided[7] != "planned":
+        return decided
+    send_at = max(float(decided[6]), float(before[6]))  # type: ignore[arg-type]
+    return (*decided[:6], send_at, decided[7], before[8])
+
+
 def _keep(before: tuple[object, ...], decided: tuple[object, ...]) -> bool:
     """Whether a row stays as it is: past planning, decided as before, or sent now by an
     operator (``pinned``: only a cancellation overrides that)."""
@@ -148,12 +159,13 @@ def _same_plan(before: tuple[object, ...], decided: tuple[object, ...]) -> bool:
 
 
 def _current(session: Session, reminder_ids: Sequence[str]) -> dict[str, tuple[object, ...]]:
-    """The plan columns of each reminder already in the outbox, then ``pinned``."""
+    """The plan columns of each reminder already in the outbox, then ``pinned`` and
+    ``attempts``."""
     found: dict[str, tuple[object, ...]] = {}
     for chunk in _chunks(reminder_ids):
         marks = ", ".join("?" * len(chunk))
         for row in session.execute(
-            f"SELECT reminder_id, {_PLAN_COLUMNS}, pinned FROM sms_outbox"
+            f"SELECT reminder_id, {_PLAN_COLUMNS}, pinned, attempts FROM sms_outbox"
             f" WHERE reminder_id IN ({marks})",
             chunk,
         ):
@@ -217,14 +229,46 @@ def mark_sent(session: Session, sent: Sequence[tuple[str, str]], now: datetime) 
 
 
 def retry_later(
-    session: Session, reminder_id: str, *, at: datetime, error: str, now: datetime
-) -> None:
-    """Twilio was busy or out of reach: plan the row again for ``at``."""
-    session.execute(
+    session: Session,
+    reminder_id: str,
+    *,
+    at: datetime,
+    error: str,
+    now: datetime,
+    claim: str | None = None,
+) -> bool:
+    """Plan a ``sending`` row again for ``at``: Twilio was busy or out of reach (for the
+    ``claim`` that holds it), or, with no claim, its lease ran out and Twilio holds nothing.
+    False if it is no longer so (another process holds it, or a callback settled it)."""
+    guard = "claimed_by = ?" if claim is not None else "claimed_until < ?"
+    rows = session.execute(
         "UPDATE sms_outbox SET state = 'planned', send_at = ?, error = ?, claimed_by = NULL,"
-        " claimed_until = NULL, updated_at = ? WHERE reminder_id = ? AND state = 'sending'",
-        (epoch(at), error, epoch(now), reminder_id),
+        " claimed_until = NULL, updated_at = ? WHERE reminder_id = ? AND state = 'sending'"
+        f" AND {guard} RETURNING reminder_id",
+        (epoch(at), error, epoch(now), reminder_id, claim if claim is not None else epoch(now)),
     )
+    return bool(rows)
+
+
+def renew(
+    session: Session,
+    reminder_ids: Sequence[str],
+    *,
+    claim: str,
+    now: datetime,
+    lease_seconds: float,
+) -> set[str]:
+    """Extend the lease of the rows ``claim`` still holds, before sending them: the ones it
+    returns may be sent; any other was taken back when its lease ran out."""
+    if not reminder_ids:
+        return set()
+    marks = ", ".join("?" * len(reminder_ids))
+    rows = session.execute(
+        f"UPDATE sms_outbox SET claimed_until = ? WHERE reminder_id IN ({marks})"
+        " AND state = 'sending' AND claimed_by = ? AND claimed_until >= ? RETURNING reminder_id",
+        (epoch(now) + lease_seconds, *reminder_ids, claim, epoch(now)),
+    )
+    return {row[0] for row in rows}
 
 
 def settle(
@@ -409,12 +453,14 @@ def take_tokens(
     burst = max(per_second, 1.0)
     available = min(burst, tokens + max(0.0, epoch(now) - updated) * per_second)
     need = max(1, min(want, int(burst)))
-    taken = need if available >= need else 0
+    # A hair of slack: refills are floats, and a shortfall of 1e-8 s would be waited forever
+    # by a clock that cannot move that little.
+    taken = need if available + 1e-6 >= need else 0
     session.execute(
         "UPDATE sms_rate SET tokens = ?, updated_at = ? WHERE account = ?",
         (available - taken, max(epoch(now), updated), account),
     )
-    return taken, 0.0 if taken else (need - available) / per_second
+    return taken, 0.0 if taken else max((need - available) / per_second, 0.001)
 
 
 def give_back_tokens(session: Session, account: str, count: int) -> None:

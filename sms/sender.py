@@ -33,7 +33,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioS
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from sms.errors import TwilioBusy, TwilioError, TwilioRefused
+from sms.errors import TwilioBusy, TwilioError, TwilioRefused, TwilioUnknown
 
 # Loggers that would write patient data: the client's request log and urllib3's request lines.
 _CHATTY_LOGGERS = ("twilio.http_client", "urllib3.connectionpool")
@@ -135,13 +135,16 @@ class TwilioSender:
         return str(call.sid)
 
     def find_message(self, *, to: str, body: str, since: datetime) -> str | None:
-        """The newest matching message. Twilio filters by the time a message was *sent*: one
-        still queued at Twilio has no such time yet and is not found."""
+        """The newest message to ``to`` with this body created on or after ``since``."""
         self._last.retry_after = None
+        since = _utc(since)
         try:
-            for message in self._client.messages.stream(
-                to=to, date_sent_after=_utc(since), page_size=100
-            ):
+            # Newest first, by creation: a message still queued at Twilio has no send time
+            # yet, so a filter on DateSent would miss exactly the one being looked for.
+            for message in self._client.messages.stream(to=to, page_size=100):
+                created = message.date_created
+                if created is not None and created < since:
+                    break
                 if message.body == body:
                     return str(message.sid)
         except (TwilioException, requests.RequestException) as exc:
@@ -165,6 +168,10 @@ class TwilioSender:
         """Twilio's failure as ``TwilioBusy`` or ``TwilioRefused``, without patient data
         (Twilio's own messages quote the number)."""
         if isinstance(exc, requests.RequestException):
+            if what in _CREATES and _may_have_arrived(exc):
+                return TwilioUnknown(
+                    f"Twilio's answer to the {what} was lost ({type(exc).__name__})"
+                )
             return TwilioBusy(f"Twilio could not be reached ({type(exc).__name__})")
         status, code = _status_and_code(exc)
         if status is None:
@@ -182,6 +189,23 @@ class TwilioSender:
         return TwilioRefused(
             f"Twilio refused the {what} (code {code}: {reason})", status=status, code=code
         )
+
+
+# What a lost answer leaves unknown: a create may have been accepted; a lookup can be asked again.
+_CREATES = ("message", "call")
+
+
+def _may_have_arrived(exc: requests.RequestException) -> bool:
+    """Whether the request may have reached Twilio before it failed: not when the connection
+    could not even be opened."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ReadTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        cause = repr(exc.args)
+        return not any(word in cause for word in ("NewConnectionError", "Connection refused"))
+    return False
 
 
 def _status_and_code(exc: Exception) -> tuple[int | None, int | None]:

@@ -387,3 +387,38 @@ def test_a_reminder_an_operator_sends_now_is_not_put_back_by_planning(world: Wor
     world.settle()
     assert [m.to for m in sent_messages(world)] == [PHONE]
     assert world.row(rid).state == "delivered"
+
+
+def test_planning_again_keeps_a_retry_s_back_off(world: World) -> None:
+    pid, rid = enrol(world)
+    world.service.plan()
+    world.clock.at = MONDAY_EARLY + timedelta(hours=1)
+    world.twilio.fail_next(503)
+    world.service.dispatch(max_seconds=1)
+    backed_off = world.row(rid)
+    world.hub_writes(patient(pid, PHONE, given="Aminata"))  # a change: she is planned again
+    world.service.plan()
+    assert world.row(rid).send_at == backed_off.send_at > world.clock.now()
+    assert world.row(rid).error == backed_off.error
+
+
+def test_a_lost_answer_is_left_for_the_callback_or_the_look_up_never_sent_again(
+    database: Database,
+) -> None:
+    with reminder_world(database, sms_lease_seconds=2) as world:
+        _, rid = enrol(world)
+        world.service.plan()
+        world.clock.at = MONDAY_EARLY + timedelta(hours=1)
+        world.twilio.hold_creates()  # Twilio accepts it; its answer never comes in time
+        report = world.service.dispatch(max_seconds=1)
+        assert report.unknown == 1
+        # Not planned again: it stays sending, or Twilio's callback has settled it already.
+        assert world.row(rid).state in {"sending", "sent", "delivered"}
+        world.twilio.release_creates()
+        world.settle()
+        world.clock.advance(5)  # past the lease
+        world.service.reconcile()
+        world.service.dispatch(max_seconds=1)
+        world.settle()
+        assert len(sent_messages(world)) == 1
+        assert world.row(rid).state == "delivered"

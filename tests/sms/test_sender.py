@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sms.errors import TwilioBusy, TwilioError, TwilioRefused
+from sms.errors import TwilioBusy, TwilioError, TwilioRefused, TwilioUnknown
 from sms.local_twilio import LocalTwilio
 from sms.sender import Sender, TwilioSender
 
@@ -167,15 +167,17 @@ def test_twilio_out_of_reach_is_busy(twilio: LocalTwilio, sender: TwilioSender) 
         sender.find_calls(to=PHONE, since=an_hour_ago())
 
 
-def test_a_lost_answer_is_busy_and_the_message_is_found_at_twilio(twilio: LocalTwilio) -> None:
+def test_a_lost_answer_is_unknown_and_the_message_is_found_at_twilio(
+    twilio: LocalTwilio,
+) -> None:
     sender = sender_for(twilio, timeout=0.5)
     since = datetime.now(UTC) - timedelta(minutes=2)
     sender.send_sms(to=PHONE, body="another reminder", status_callback=CALLBACK)
     twilio.hold_creates()
 
-    with pytest.raises(TwilioBusy) as busy:
+    with pytest.raises(TwilioUnknown) as unknown:
         sender.send_sms(to=PHONE, body=BODY, status_callback=CALLBACK)
-    assert "ReadTimeout" in str(busy.value)
+    assert "ReadTimeout" in str(unknown.value)
     [held] = [m for m in twilio.messages() if m.body == BODY]
 
     assert sender.find_message(to=PHONE, body=BODY, since=since) == held.sid
