@@ -70,6 +70,8 @@ def schema(dialect: Dialect) -> list[str]:
             error TEXT,
             -- 1: an operator asked to send it now; planning leaves its time alone
             pinned INTEGER NOT NULL DEFAULT 0,
+            -- what replies and outcomes point at; NULL: CommunicationRequest/reminder_id
+            based_on TEXT,
             created_at {real} NOT NULL,
             updated_at {real} NOT NULL
         )""",

@@ -17,7 +17,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sms.model import Channel, Consents, Recipient, Reminder
@@ -69,6 +69,7 @@ OUTCOME_SENTENCES: dict[tuple[Channel, str], str] = {
     ("voice", "cancelled"): "Reminder not sent",
 }
 CALL_BACK = "Call the patient back: they asked for a call"
+CALL_BACK_KIND = "call_back"
 REMINDER_SERVICE = "Reminder service"
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -178,6 +179,40 @@ def _date_part(value: object) -> date:
         return date.fromisoformat(match.group(1))
     except ValueError:
         raise ValueError(f"{element} is not a valid date") from None
+
+
+MISSED_VISIT = "missed_visit"
+# A follow-up missed yesterday is reminded of today: one day's grace for a late visit to sync.
+MISSED_AFTER = timedelta(days=1)
+
+
+def missed_visit_from(
+    task: Mapping[str, Any], requests: Iterable[Mapping[str, Any]]
+) -> Reminder | None:
+    """A missed-visit reminder for a follow-up Task past its day, if the patient was to be
+    reminded of it (a reminder CommunicationRequest is based on it, whose language it takes).
+    Its ID is derived from the Task's, so deciding it again finds the same reminder; it is
+    active only while the Task is still requested (the visit done, it is revoked)."""
+    task_id, due = _text(task.get("id")), task_due(task)
+    if not task_id or due is None or _code(task.get("code"), TASK_KIND) in (None, CALL_BACK_KIND):
+        return None
+    asked = [r for r in requests if based_on_task(r) == task_id and reminder_from(r) is not None]
+    if not asked:
+        return None
+    first = reminder_from(asked[0])
+    assert first is not None  # noqa: S101 - filtered just above
+    return Reminder(
+        id=uuid7(datetime.combine(due, time(), UTC), f"missed-visit:{task_id}"),
+        patient_id=first.patient_id,
+        template=MISSED_VISIT,
+        language=first.language,
+        send_on=due + MISSED_AFTER,
+        active=task.get("status") == "requested",
+        medium=first.medium,
+        due=due,
+        task_id=task_id,
+        based_on=f"Task/{task_id}",
+    )
 
 
 def task_due(task: Mapping[str, Any]) -> date | None:
@@ -339,6 +374,7 @@ def reply_communication(
     channel: Channel,
     received_at: datetime,
     kind: str,
+    based_on: str | None = None,
 ) -> Resource:
     """A patient's reply (an SMS, or a digit pressed in a call, as words) as a Communication
     that becomes a from_patient message in the chart. ``kind`` (one of REPLY_KINDS) is a second
@@ -349,7 +385,7 @@ def reply_communication(
     return _communication(
         communication_id,
         {
-            "basedOn": _reminder_reference(reminder_id),
+            "basedOn": _reminder_reference(reminder_id, based_on),
             "status": "completed",
             # A second CodeableConcept, not a second coding of the first: codings of one
             # concept say the same thing in different systems, and a kind is another thing.
@@ -372,6 +408,7 @@ def outcome_communication(
     state: str,
     detail: str,
     at: datetime,
+    based_on: str | None = None,
 ) -> Resource:
     """What became of a reminder, as a Communication that becomes a to_patient message in the
     chart. ``state`` is sent, delivered, answered (a call picked up), failed or cancelled;
@@ -387,7 +424,7 @@ def outcome_communication(
     return _communication(
         communication_id,
         {
-            "basedOn": _reminder_reference(reminder_id),
+            "basedOn": _reminder_reference(reminder_id, based_on),
             "status": status,
             "statusReason": reason,
             "category": [_concept(MESSAGE_CATEGORY, "reminder-outcome")],
@@ -409,6 +446,7 @@ def callback_task(
     reminder_id: str | None,
     communication_id: str,
     at: datetime,
+    based_on: str | None = None,
 ) -> Resource:
     """A Task asking the patient's CHW to call them back, pointing at the reply that asked.
     It is due on the day of ``at`` as given: pass ``at`` in the patient's zone for their day."""
@@ -417,7 +455,7 @@ def callback_task(
         "Task",
         task_id,
         {
-            "basedOn": _reminder_reference(reminder_id),
+            "basedOn": _reminder_reference(reminder_id, based_on),
             "status": "requested",
             "intent": "order",
             "code": _concept(TASK_KIND, "call_back"),
@@ -448,7 +486,13 @@ def _payload(text: str) -> list[dict[str, str]]:
     return [{"contentString": text}]
 
 
-def _reminder_reference(reminder_id: str | None) -> list[dict[str, str]] | None:
+def _reminder_reference(
+    reminder_id: str | None, based_on: str | None = None
+) -> list[dict[str, str]] | None:
+    """What a reply or outcome is about: ``based_on`` (a reference such as ``Task/ID``, for a
+    missed-visit reminder central made itself), else the reminder's CommunicationRequest."""
+    if based_on:
+        return [{"reference": based_on}]
     return [_reference("CommunicationRequest", reminder_id)] if reminder_id else None
 
 

@@ -51,6 +51,7 @@ class Reminder:
     medium: Channel | None = None  # a channel the request asks for, if it names one
     due: date | None = None  # the day of the visit it reminds of (its Task's), if known
     task_id: str | None = None  # the follow-up Task it is based on
+    based_on: str | None = None  # what replies and outcomes point at, if not this request
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,4 @@ class OutboxRow:
     twilio_sid: str | None
     error: str | None  # why it failed or was cancelled, for the operator
     updated_at: datetime
+    based_on: str | None = None  # e.g. Task/ID for a missed visit; else its CommunicationRequest

@@ -24,7 +24,7 @@ from sms.model import Channel, OutboxRow, Send, State
 
 _COLUMNS = (
     "reminder_id, patient_id, channel, phone, language, zone, template, body, send_at, state,"
-    " attempts, twilio_sid, error, updated_at"
+    " attempts, twilio_sid, error, updated_at, based_on"
 )
 # How far along a state is; a row only ever moves to a higher rank (or is planned again by
 # the reconciler or an operator, which say so explicitly).
@@ -50,6 +50,7 @@ class Planned:
     zone: str
     body: str = ""
     reason: str = ""
+    based_on: str | None = None  # what replies and outcomes point at, if not the request
 
 
 @dataclass
@@ -82,7 +83,9 @@ def record_plans(session: Session, plans: Sequence[Planned], now: datetime) -> P
         before = current.get(plan.reminder_id)
         decided = _after_backoff(_decided(plan, now), before)
         if before is None:
-            inserts.append((plan.reminder_id, plan.patient_id, *decided, epoch(now), epoch(now)))
+            inserts.append(
+                (plan.reminder_id, plan.patient_id, plan.based_on, *decided, epoch(now), epoch(now))
+            )
         elif _keep(before, decided):
             counts.unchanged += 1
             continue
@@ -96,8 +99,9 @@ def record_plans(session: Session, plans: Sequence[Planned], now: datetime) -> P
             counts.updated += 1
     if inserts:
         session.executemany(
-            f"INSERT INTO sms_outbox (reminder_id, patient_id, {_PLAN_COLUMNS}, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            f"INSERT INTO sms_outbox (reminder_id, patient_id, based_on, {_PLAN_COLUMNS},"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             inserts,
         )
     if updates:
@@ -390,6 +394,7 @@ def _row(row: Row) -> OutboxRow:
         twilio_sid=row[11],
         error=row[12],
         updated_at=moment(row[13]),
+        based_on=row[14],
     )
 
 

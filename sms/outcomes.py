@@ -21,4 +21,5 @@ def outcome_for(row: OutboxRow, why: str | None, now: datetime) -> Resource:
         state=row.state,
         detail=why or "",
         at=now,
+        based_on=row.based_on,
     )

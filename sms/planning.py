@@ -88,6 +88,11 @@ def plans_for(
     """The decision for each reminder of one patient (``recipient``, from their Patient)."""
     dues = {task.get("id"): fhir.task_due(task) for task in one.tasks}
     reminders = [r for r in (_reminder(request, dues) for request in one.requests) if r]
+    reminders += [
+        missed
+        for task in one.tasks
+        if (missed := fhir.missed_visit_from(task, one.requests)) is not None
+    ]
     if not reminders:
         return []
     consents = fhir.consents_from(one.consents)
@@ -100,7 +105,15 @@ def plans_for(
         if isinstance(decision, Send):
             body = _words(reminder, decision, recipient.first_name, recipient.facility)
             plans.append(
-                Planned(reminder.id, reminder.patient_id, reminder.template, decision, zone, body)
+                Planned(
+                    reminder.id,
+                    reminder.patient_id,
+                    reminder.template,
+                    decision,
+                    zone,
+                    body,
+                    based_on=reminder.based_on,
+                )
             )
         else:
             plans.append(
@@ -111,6 +124,7 @@ def plans_for(
                     None,
                     zone,
                     reason=decision.reason,
+                    based_on=reminder.based_on,
                 )
             )
     return plans

@@ -129,6 +129,7 @@ class Webhooks:
                 key,
                 latest.patient_id,
                 latest.reminder_id,
+                based_on=latest.based_on,
                 text=text,
                 channel="sms",
                 kind=kind,
@@ -151,7 +152,14 @@ class Webhooks:
             self.records.write(
                 session,
                 _reply_resources(
-                    key, row.patient_id, reminder_id, text=text, channel="voice", kind=kind, now=now
+                    key,
+                    row.patient_id,
+                    reminder_id,
+                    based_on=row.based_on,
+                    text=text,
+                    channel="voice",
+                    kind=kind,
+                    now=now,
                 ),
             )
         return reply_twiml(templates.reply_text(ANSWERS[kind], language), language)
@@ -199,6 +207,7 @@ def _reply_resources(
     patient_id: str,
     reminder_id: str | None,
     *,
+    based_on: str | None,
     text: str,
     channel: Channel,
     kind: str,
@@ -214,6 +223,7 @@ def _reply_resources(
             channel=channel,
             received_at=now,
             kind=kind,
+            based_on=based_on,
         )
     ]
     if kind == "call":
@@ -224,6 +234,7 @@ def _reply_resources(
                 reminder_id=reminder_id,
                 communication_id=communication_id,
                 at=now,
+                based_on=based_on,
             )
         )
     return resources

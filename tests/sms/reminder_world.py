@@ -197,6 +197,7 @@ def reminder(
     template: str = "followup_due",
     language: str | None = "sw",
     status: str = "active",
+    task_id: str | None = None,
 ) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "CommunicationRequest",
@@ -211,4 +212,20 @@ def reminder(
     }
     if language:
         resource["language"] = language
+    if task_id:
+        resource["basedOn"] = [{"reference": f"Task/{task_id}"}]
     return resource
+
+
+def task(task_id: str, patient_id: str, *, due: date, status: str = "requested") -> dict[str, Any]:
+    """A follow-up as the hub projects it: due on ``due`` (restriction.period.end)."""
+    return {
+        "resourceType": "Task",
+        "id": task_id,
+        "status": status,
+        "intent": "plan",
+        "code": {"coding": [{"system": "urn:rural-care:task-kind", "code": "anc_contact"}]},
+        "description": "Next antenatal contact",
+        "for": {"reference": f"Patient/{patient_id}"},
+        "restriction": {"period": {"end": due.isoformat()}},
+    }

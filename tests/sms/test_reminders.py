@@ -23,6 +23,7 @@ from tests.sms.reminder_world import (
     patient,
     reminder,
     reminder_world,
+    task,
 )
 
 PHONE = "+255712000001"
@@ -422,3 +423,51 @@ def test_a_lost_answer_is_left_for_the_callback_or_the_look_up_never_sent_again(
         world.settle()
         assert len(sent_messages(world)) == 1
         assert world.row(rid).state == "delivered"
+
+
+def test_a_missed_follow_up_gets_a_missed_visit_reminder_until_the_visit_is_done(
+    world: World,
+) -> None:
+    pid, tid, rid = new_id(), new_id(), new_id()
+    monday = MONDAY_EARLY.date()
+    world.hub_writes(
+        patient(pid, PHONE),
+        consent(pid, "sms_reminders"),
+        task(tid, pid, due=monday),
+        reminder(rid, pid, day=monday - timedelta(days=2), task_id=tid),
+    )
+    # Tuesday 09:00 in Dar es Salaam: the visit of Monday was not recorded.
+    world.clock.at = MONDAY_EARLY + timedelta(days=1, hours=1)
+    world.service.plan()
+    missed = [r for r in world.service.listing() if r.template == "missed_visit"]
+    [row] = missed
+    assert row.state == "planned"
+    assert row.based_on == f"Task/{tid}"
+    world.service.dispatch(max_seconds=5)
+    world.settle()
+    [message] = sent_messages(world)
+    assert "Amina" in message.body
+    [outcome] = [
+        c
+        for c in world.resources("Communication")
+        if c["category"][0]["coding"][0]["code"] == "reminder-outcome"
+    ]
+    assert outcome["basedOn"] == [{"reference": f"Task/{tid}"}]
+
+
+def test_no_missed_visit_reminder_once_the_visit_is_done(world: World) -> None:
+    pid, tid, rid = new_id(), new_id(), new_id()
+    monday = MONDAY_EARLY.date()
+    world.hub_writes(
+        patient(pid, PHONE),
+        consent(pid, "sms_reminders"),
+        task(tid, pid, due=monday),
+        reminder(rid, pid, day=monday, task_id=tid),
+    )
+    world.service.plan()
+    world.hub_writes(task(tid, pid, due=monday, status="completed"))
+    world.clock.at = MONDAY_EARLY + timedelta(days=1, hours=1)
+    world.service.plan()
+    [row] = [r for r in world.service.listing() if r.template == "missed_visit"]
+    assert row.state == "cancelled"
+    assert row.error == "the reminder was revoked"
