@@ -471,3 +471,20 @@ def test_no_missed_visit_reminder_once_the_visit_is_done(world: World) -> None:
     [row] = [r for r in world.service.listing() if r.template == "missed_visit"]
     assert row.state == "cancelled"
     assert row.error == "the reminder was revoked"
+
+
+def test_an_opt_out_landing_after_planning_is_checked_again_before_sending(
+    world: World,
+) -> None:
+    _, rid = enrol(world)
+    world.service.plan()
+    # Another process records the STOP but has not cancelled this row yet.
+    with world.database.write() as session:
+        outbox.opt_out(session, PHONE, "STOP", world.clock.now())
+    world.clock.at = MONDAY_EARLY + timedelta(hours=1)
+    report = world.service.dispatch(max_seconds=5)
+    assert report.cancelled == 1
+    assert sent_messages(world) == []
+    assert world.row(rid).state == "cancelled"
+    [outcome] = outcomes(world, rid)
+    assert outcome["status"] == "not-done"
