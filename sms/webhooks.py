@@ -100,6 +100,10 @@ class Webhooks:
         if row is None:
             log.warning("a status callback named a reminder central does not hold")
             return
+        if row.twilio_sid is not None and row.twilio_sid != sid:
+            # About an earlier send of a reminder an operator sent again: not this one's.
+            log.info("a status callback about an earlier send of a reminder was ignored")
+            return
         if state == "sent":
             outbox.mark_sent(session, [(reminder_id, sid)], now)
             return
