@@ -102,6 +102,7 @@ def describe(row: OutboxRow) -> str:
         row.reminder_id,
         row.state,
         row.channel,
+        row.template,
         f"patient {row.patient_id}",
         f"to {mask(row.phone)}" if row.phone else "no phone",
         f"at {row.send_at.astimezone(UTC):%Y-%m-%d %H:%M}Z",

@@ -209,7 +209,8 @@ def missed_visit_from(
         send_on=due + MISSED_AFTER,
         active=task.get("status") == "requested",
         medium=first.medium,
-        due=due,
+        # Its text asks the patient to come on the day it is sent, not the day missed.
+        due=None,
         task_id=task_id,
         based_on=f"Task/{task_id}",
     )

@@ -111,14 +111,18 @@ def reminder_demo(central: Server, twilio: LocalTwilio, console: Console, mother
 
 
 def _wait_for_plan(central: Server) -> str:
-    def planned() -> str | None:
-        for line in central.cli("sms", "outbox", quiet=True).splitlines():
-            if " planned " in f" {line} ":
-                return line.split()[0]
-        return None
+    """The ID of the soonest reminder of her follow-ups (not a missed-visit one)."""
 
-    found: str = _wait(planned, "central did not plan the reminder")
-    return found
+    def planned() -> str | None:
+        found = []
+        for line in central.cli("sms", "outbox", quiet=True).splitlines():
+            words = line.split()
+            if len(words) > 3 and words[1] == "planned" and words[3] != "missed_visit":
+                found.append((line.split("  at ")[1], words[0]))
+        return min(found)[1] if found else None
+
+    reminder_id: str = _wait(planned, "central did not plan the reminder")
+    return reminder_id
 
 
 def _wait(check: Any, failure: str) -> Any:

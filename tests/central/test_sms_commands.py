@@ -59,7 +59,7 @@ def test_outbox_lists_reminders_with_masked_phones(database: Database) -> None:
     plan(database, "r-1", days=2)
     code, out, err = run(database, "sms", "outbox", "--state", "planned")
     assert code == 0
-    assert "r-1  planned  sms  patient patient-1  to +2557******78" in out
+    assert "r-1  planned  sms  followup_due  patient patient-1  to +2557******78" in out
     assert PHONE not in out
     assert "Habari" not in out
     assert err.strip() == "1 reminders"
