@@ -1,10 +1,13 @@
 """One sync request, from its signature to the committed answer, and one enrolment.
 
 The order matters. Checks that write nothing come first (headers, device, signature, time),
-then the frame is decoded outside any lock, then one ``BEGIN IMMEDIATE`` transaction records
-the nonce, takes the device's changes, builds the answer and commits. Only then is the answer
-sent: whatever the tablet hears about has been stored. Any refusal before the commit leaves the
-database as it was.
+then the frame is decoded and the device's changes are applied to the charts as they stand
+(Automerge's load, the costliest part of a sync), all outside the write lock, so that
+concurrent requests do that side by side. Then one ``BEGIN IMMEDIATE`` transaction records the
+nonce, takes the device's changes (using each chart applied beforehand only if its heads are
+still the ones it was applied to, applying it again otherwise), builds the answer and commits.
+Only then is the answer sent: whatever the tablet hears about has been stored. Any refusal
+before the commit leaves the database as it was.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from care_record.sync import (
     encode_frame,
     respond,
 )
+from care_record.sync.engine import Prepared, prepare
 from sync_hub import devices
 from sync_hub.catchments import Catchment
 from sync_hub.devices import RETIRED, RETIRING, Device, stamp
@@ -74,6 +78,7 @@ def sync(hub: Hub, call: SyncCall) -> bytes:
     request.max_snapshot_bytes = max(
         1, min(request.max_snapshot_bytes, hub.settings.max_snapshot_bytes)
     )
+    prepared = _prepare(hub, device, request)
     with hub.store.write() as db:
         # Read again under the write lock: a `revoke` may have landed since the check above.
         device = devices.get_device(db, signed.device)
@@ -91,7 +96,10 @@ def sync(hub: Hub, call: SyncCall) -> bytes:
         )
         if request.heard > 0:
             replica.forget_since(request.heard)
-        response = respond(replica, device.id, request, server_time=stamp(now))
+        replica.read_ahead(_named(request))
+        response = respond(
+            replica, device.id, request, server_time=stamp(now), prepared=prepared, append=True
+        )
         replica.offered(s.doc for s in response.snapshots)
         response.exchange = number
         if device.state == RETIRING and _nothing_in_flight(request, response):
@@ -124,6 +132,37 @@ def _authenticate(hub: Hub, call: SyncCall, signed: devices.Signed, now: datetim
         with hub.store.write() as db:
             devices.seen(db, signed.device, now, told=True)
         raise
+
+
+def _prepare(hub: Hub, device: Device, request: SyncRequest) -> dict[int, Prepared]:
+    """The request's updates applied to the charts as they stand, nothing written: the rows
+    are read in one short read transaction, and Automerge does its work after it, on no
+    connection and under no lock. Whether the device may write each chart is decided later,
+    under the write lock; nothing prepared here is stored unless that allows it."""
+    # What the device acknowledges in this request is what its updates build on, as respond
+    # takes the acks first: without them here, its changes' dependencies would not resolve.
+    acked = {ack.doc: ack.heads for ack in request.acks}
+    with hub.store.read() as db:
+        reader = HubReplica(db, device=device.id, chw=device.chw, at="")
+        reader.read_ahead([u.doc for u in request.updates])
+        rows = [
+            (u, reader.get(u.doc), reader.peer_heads(device.id, u.doc)) for u in request.updates
+        ]
+    ready = {}
+    for index, (update, stored, known) in enumerate(rows):
+        done = prepare(update, stored, [*(known or []), *acked.get(update.doc, [])], append=True)
+        if done is not None:
+            ready[index] = done
+    return ready
+
+
+def _named(request: SyncRequest) -> list[str]:
+    """The charts a request names: its updates', acknowledgements' and syncs' documents."""
+    return [
+        *(u.doc for u in request.updates),
+        *(a.doc for a in request.acks),
+        *(s.doc for s in request.syncs),
+    ]
 
 
 def _decode(body: bytes, limit: int) -> SyncRequest:

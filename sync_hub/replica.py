@@ -4,11 +4,17 @@ over the hub's database, inside the request's transaction.
 What the device may see is decided in SQL (``catchments.VISIBLE_SQL``) over the charts its
 CHW's catchment and its own creations point at, so the cost of a sync follows the size of one
 catchment, not of the hub.
+
+The charts a request names are read ahead (``read_ahead``): their rows, and what the device
+holds of them, in three queries rather than several small statements per chart. Under the
+write lock that matters more than the statements' own cost: each one lets the other request
+threads take Python's interpreter lock, and the writer then waits to get it back while every
+other sync waits for the writer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import automerge.core as am
 import sqlite_utils
@@ -18,6 +24,7 @@ from sync_hub import quarantine, store
 from sync_hub.catchments import CANDIDATES_SQL, VISIBLE_SQL
 
 REASSIGNED = "reassigned"
+_BATCH = 400  # chart IDs per read-ahead query, well under SQLite's limit on bound parameters
 REASSIGNED_DETAIL = "this chart was assigned to another health worker's catchment"
 
 # Each query below is built only from the fixed fragments above; values are bound parameters.
@@ -61,10 +68,37 @@ class HubReplica:
         self.at = at
         self.receive_only = receive_only
         self.exchange = exchange  # this sync's number among the device's syncs
+        # Read ahead, and kept up to date by this replica's own writes (see read_ahead).
+        self._charts: dict[str, Stored | None] = {}
+        self._held: dict[str, list[bytes] | None] = {}
+        self._offers: set[str] | None = None
+
+    def read_ahead(self, doc_ids: Sequence[str]) -> None:
+        """Read these charts and what the device holds of them, and its offers, at once;
+        later calls about them are answered from memory. Everything this replica writes keeps
+        that memory true; the caller must not change those rows by other means meanwhile."""
+        wanted = list(dict.fromkeys(doc_ids))
+        for first in range(0, len(wanted), _BATCH):
+            self._read_batch(wanted[first : first + _BATCH])
+        rows = self.db.execute("SELECT doc FROM offers WHERE device = ?", [self.device])
+        self._offers = {row[0] for row in rows}
+
+    def _read_batch(self, doc_ids: list[str]) -> None:
+        marks = ", ".join("?" * len(doc_ids))
+        self._charts.update(dict.fromkeys(doc_ids))
+        self._held.update(dict.fromkeys(doc_ids))
+        sql = f"SELECT id, kind, data, heads FROM charts WHERE id IN ({marks})"  # noqa: S608
+        for doc_id, kind, data, heads in self.db.execute(sql, doc_ids):
+            self._charts[doc_id] = Stored(doc_id, kind, bytes(data), split_heads(heads))
+        sql = f"SELECT doc, heads FROM device_docs WHERE device = ? AND doc IN ({marks})"  # noqa: S608
+        for doc_id, heads in self.db.execute(sql, [self.device, *doc_ids]):
+            self._held[doc_id] = split_heads(heads)
 
     # -- documents ------------------------------------------------------------------------------
 
     def get(self, doc_id: str) -> Stored | None:
+        if doc_id in self._charts:
+            return self._charts[doc_id]
         return store.get_chart(self.db, doc_id)
 
     def put(
@@ -78,10 +112,15 @@ class HubReplica:
         store.put_chart(
             self.db, doc_id, kind, data, heads, device=self.device, at=self.at, document=document
         )
+        if doc_id in self._charts:
+            old = self._charts[doc_id]
+            self._charts[doc_id] = Stored(doc_id, old.kind if old else kind, data, sorted(heads))
 
     # -- what the device has ----------------------------------------------------------------------
 
     def peer_heads(self, peer: str, doc_id: str) -> list[bytes] | None:
+        if peer == self.device and doc_id in self._held:
+            return self._held[doc_id]
         row = self.db.execute(
             "SELECT heads FROM device_docs WHERE device = ? AND doc = ?", [peer, doc_id]
         ).fetchone()
@@ -105,7 +144,9 @@ class HubReplica:
             "learned = excluded.learned",
             [peer, doc_id, heads_key(heads), self.exchange],
         )
-        self.db.execute("DELETE FROM offers WHERE device = ? AND doc = ?", [peer, doc_id])
+        self._forget_offer(peer, doc_id)
+        if peer == self.device and doc_id in self._held:
+            self._held[doc_id] = sorted(heads)
 
     def forget_since(self, heard: int) -> int:
         """The device last heard of sync number ``heard``: forget what it was known to hold
@@ -115,18 +156,31 @@ class HubReplica:
         cursor = self.db.execute(
             "DELETE FROM device_docs WHERE device = ? AND learned > ?", [self.device, heard]
         )
+        self._held.clear()  # read again from the table when asked
         return int(cursor.rowcount)
 
     def forget_peer(self, peer: str, doc_id: str) -> None:
         self.db.execute("DELETE FROM device_docs WHERE device = ? AND doc = ?", [peer, doc_id])
+        self._forget_offer(peer, doc_id)
+        if peer == self.device and doc_id in self._held:
+            self._held[doc_id] = None
+
+    def _forget_offer(self, peer: str, doc_id: str) -> None:
+        if peer == self.device and self._offers is not None:
+            if doc_id not in self._offers:
+                return  # read ahead: there is no row to delete
+            self._offers.discard(doc_id)
         self.db.execute("DELETE FROM offers WHERE device = ? AND doc = ?", [peer, doc_id])
 
     def offered(self, doc_ids: Iterable[str]) -> None:
         """Remember the new charts sent in this answer, until the device acknowledges them."""
+        offered = list(doc_ids)
         self.db.conn.executemany(
             "INSERT OR IGNORE INTO offers (device, doc) VALUES (?, ?)",
-            [(self.device, doc_id) for doc_id in doc_ids],
+            [(self.device, doc_id) for doc_id in offered],
         )
+        if self._offers is not None:
+            self._offers.update(offered)
 
     # -- what goes down -------------------------------------------------------------------------
 
@@ -168,10 +222,14 @@ class HubReplica:
         return bool(row and row[0])
 
     def _had(self, doc_id: str) -> bool:
+        if doc_id in self._held:
+            return self._held[doc_id] is not None
         sql = "SELECT 1 FROM device_docs WHERE device = ? AND doc = ?"
         return self.db.execute(sql, [self.device, doc_id]).fetchone() is not None
 
     def _offered(self, doc_id: str) -> bool:
+        if self._offers is not None:
+            return doc_id in self._offers
         sql = "SELECT 1 FROM offers WHERE device = ? AND doc = ?"
         return self.db.execute(sql, [self.device, doc_id]).fetchone() is not None
 

@@ -24,6 +24,10 @@ Tables::
     fhir_state(key, value)           the fetch cursors, the last push and fetch
     fhir_lease(name, holder, expires_at)           who may talk to central now (sync_hub/outbox.py)
 
+A chart's ``data`` is a saved Automerge document, followed, once devices have changed it, by
+the change chunks they sent (``care_record.sync.documents.apply_changes(append=True)``): loading
+it reads both alike, and saving it again on every change would cost as much as the load.
+
 Heads are stored as ``care_record.sync.heads_key`` (sorted hashes joined), so "the device has
 what we have" is one comparison of two blobs in SQL.
 """

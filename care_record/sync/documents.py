@@ -9,9 +9,15 @@ import automerge.core as am
 
 from care_record.document import load_document
 from care_record.errors import MissingHistory, NotAChart
+from care_record.sync.leb128 import read_uleb
 
 HEAD_BYTES = 32
 MAX_SYNC_ROUNDS = 8
+CHUNK_MAGIC = bytes([0x85, 0x6F, 0x4A, 0x83])
+DOCUMENT_CHUNK = 0
+# How much appended change chunks may outgrow the saved document before a save folds them in
+# (see ``apply_changes``): stored bytes stay under about five times the saved size.
+APPEND_LIMIT_RATIO = 4
 
 
 def heads_key(heads: list[bytes]) -> bytes:
@@ -54,18 +60,53 @@ def apply_changes(
     claimed: list[bytes],
     *,
     doc_id: str | None = None,
+    append: bool = False,
 ) -> Applied:
     """Add ``changes`` to the saved document; raises NotAChart if the result is not one.
 
     Changes whose dependencies are missing are left out by Automerge; ``complete`` says whether
     the sender's heads were all reached, i.e. whether the two sides' memory of each other held.
+
+    ``append``: the result's ``data`` is the bytes just loaded (the stored document, then the
+    new change chunks) rather than a new save, while the appended part stays within
+    ``APPEND_LIMIT_RATIO`` of the saved one. ``Document.save()`` costs about as much as the
+    load, Automerge loads both forms alike, and the next save folds the changes in.
     """
+    loaded = saved + b"".join(changes)
     try:
-        doc = am.Document.load(saved + b"".join(changes))
+        doc = am.Document.load(loaded)
     except Exception as exc:  # noqa: BLE001 - the binding raises bare Exception for damaged chunks
         raise NotAChart(f"changes that cannot be read: {_first_line(exc)}") from None
     check_kind(doc, kind, doc_id)
-    return Applied(doc.save(), doc.get_heads(), has_heads(doc, claimed), doc)
+    complete = has_heads(doc, claimed)
+    # An incomplete update may hold changes whose history is missing: those are saved away.
+    keep = append and complete and _room_to_append(loaded)
+    return Applied(loaded if keep else doc.save(), doc.get_heads(), complete, doc)
+
+
+def _room_to_append(loaded: bytes) -> bool:
+    saved = saved_bytes(loaded)
+    return saved is not None and len(loaded) - saved <= saved * APPEND_LIMIT_RATIO
+
+
+def compacted(data: bytes) -> bytes:
+    """``data`` as one saved document, with change chunks appended by ``apply_changes`` folded
+    in: what a snapshot carries, so that a new tablet receives the compact form."""
+    if saved_bytes(data) == len(data):
+        return data
+    return bytes(am.Document.load(data).save())
+
+
+def saved_bytes(data: bytes) -> int | None:
+    """How many bytes of ``data`` its leading document chunk takes (what ``Document.save()``
+    wrote; change chunks may follow it), or None if it does not begin with one."""
+    if data[:4] != CHUNK_MAGIC or len(data) < 10 or data[8] != DOCUMENT_CHUNK:
+        return None
+    try:
+        length, start = read_uleb(data, 9)
+    except (IndexError, ValueError):
+        return None
+    return start + length if start + length <= len(data) else None
 
 
 def create_from_changes(

@@ -13,7 +13,7 @@ idempotent: changes already held are ignored, an acknowledgement repeated sets t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,8 +90,43 @@ class Replica(Protocol):
 # -- responding --------------------------------------------------------------------------------
 
 
-def respond(replica: Replica, peer: str, request: SyncRequest, *, server_time: str) -> SyncResponse:
-    """Take in a request and build the answer. The caller commits, then sends the answer."""
+@dataclass(frozen=True)
+class Prepared:
+    """An update applied to the document as it was read, nothing stored (see ``prepare``)."""
+
+    base: list[bytes] | None  # the document's heads then (None: it did not exist)
+    heads: list[bytes]  # the sender's heads, full
+    applied: documents.Applied
+
+
+def prepare(
+    update: DocUpdate, stored: Stored | None, known: list[bytes] | None, *, append: bool = False
+) -> Prepared | None:
+    """Apply ``update`` to ``stored`` (as read, with the heads ``known`` of the peer), storing
+    nothing: Automerge's costly work, which a responder can do before it takes its write
+    lock. ``respond`` uses the result only if the document still has the same heads, and
+    applies the update again otherwise. None when it fails: ``respond`` then refuses,
+    quarantines or resyncs it as usual."""
+    try:
+        heads, applied = _apply(update, stored, known, append=append)
+    except CareRecordError:
+        return None
+    return Prepared(_heads_of(stored), heads, applied)
+
+
+def respond(
+    replica: Replica,
+    peer: str,
+    request: SyncRequest,
+    *,
+    server_time: str,
+    prepared: Mapping[int, Prepared] | None = None,
+    append: bool = False,
+) -> SyncResponse:
+    """Take in a request and build the answer. The caller commits, then sends the answer.
+
+    ``prepared``: ``prepare``'s results, by index of ``request.updates``. ``append``: store
+    updated documents as loaded, not saved again (``documents.apply_changes``)."""
     response = SyncResponse(server_time=server_time)
     # Acks first: they say what the peer took from our last answer, and its updates (newer)
     # then say what it has now. The other way round, an ack would wind the peer's heads back
@@ -101,7 +136,8 @@ def respond(replica: Replica, peer: str, request: SyncRequest, *, server_time: s
             replica.set_peer_heads(peer, ack.doc, ack.heads)
     loaded: dict[str, am.Document] = {}  # documents this request already loaded, as stored
     for index, update in enumerate(request.updates):
-        if _take_update(replica, peer, update, response, loaded):
+        ready = (prepared or {}).get(index)
+        if _take_update(replica, peer, update, response, loaded, ready=ready, append=append):
             response.applied.append(index)
     for doc_id in request.dropped:
         replica.forget_peer(peer, doc_id)
@@ -122,8 +158,12 @@ def _take_update(
     update: DocUpdate,
     response: SyncResponse,
     loaded: dict[str, am.Document] | None = None,
+    *,
+    ready: Prepared | None = None,
+    append: bool = False,
 ) -> bool:
-    """Apply one update; True when the document now holds everything the sender has."""
+    """Apply one update (or take ``ready``, applied beforehand to the same heads); True when
+    the document now holds everything the sender has."""
     stored = replica.get(update.doc)
     if not replica.may_write(peer, update.doc, update.kind, stored is not None):
         response.quarantined.append(
@@ -131,14 +171,11 @@ def _take_update(
         )
         return False
     try:
-        changes, heads = _expand(update, stored, replica.peer_heads(peer, update.doc))
-        if stored is None:
-            applied = documents.create_from_changes(update.kind, changes, heads, doc_id=update.doc)
+        if ready is not None and ready.base == _heads_of(stored):
+            heads, applied = ready.heads, ready.applied
         else:
-            _same_kind(stored, update.kind)
-            applied = documents.apply_changes(
-                stored.data, stored.kind, changes, heads, doc_id=update.doc
-            )
+            known = replica.peer_heads(peer, update.doc)
+            heads, applied = _apply(update, stored, known, append=append)
     except MissingHistory:
         # The peer thinks we hold changes we do not (we were restored from an old backup).
         response.resync.append(update.doc)
@@ -219,12 +256,13 @@ def _add_snapshots(replica: Replica, peer: str, response: SyncResponse, budget: 
         stored = replica.get(doc_id)
         if stored is None:
             continue
-        if response.snapshots and used + len(stored.data) > budget:
+        data = documents.compacted(stored.data)
+        if response.snapshots and used + len(data) > budget:
             # The page is full: count the rest without reading them.
             response.remaining = len(pending) - position
             return
-        used += len(stored.data)
-        response.snapshots.append(DocSnapshot(doc_id, stored.kind, stored.data, stored.heads))
+        used += len(data)
+        response.snapshots.append(DocSnapshot(doc_id, stored.kind, data, stored.heads))
     response.remaining = 0
 
 
@@ -253,6 +291,25 @@ def _payload(sent: DocUpdate | DocSnapshot | DocSync) -> bytes:
     if isinstance(sent, DocSnapshot):
         return sent.data
     return b"".join(sent.messages)
+
+
+def _apply(
+    update: DocUpdate, stored: Stored | None, known: list[bytes] | None, *, append: bool
+) -> tuple[list[bytes], documents.Applied]:
+    """The sender's full heads, and its update applied to ``stored``. Raises MissingHistory,
+    or CareRecordError for changes that are unreadable or not of that chart."""
+    changes, heads = _expand(update, stored, known)
+    if stored is None:
+        return heads, documents.create_from_changes(update.kind, changes, heads, doc_id=update.doc)
+    _same_kind(stored, update.kind)
+    applied = documents.apply_changes(
+        stored.data, stored.kind, changes, heads, doc_id=update.doc, append=append
+    )
+    return heads, applied
+
+
+def _heads_of(stored: Stored | None) -> list[bytes] | None:
+    return None if stored is None else sorted(stored.heads)
 
 
 def _expand(
