@@ -8,14 +8,9 @@ patient's encounters, every visit reached central).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).parent.parent.parent
+from tests.benchmarks.quick import Run, run_quick
 
 GOALS = {
     "ingest_resources_per_s_sqlite": ">= 2000",
@@ -34,24 +29,11 @@ FIGURES = (
     "load_seconds",
     "visit_to_central_median_s",
 )
-Run = tuple[subprocess.CompletedProcess[str], dict[str, float]]
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    out = tmp_path_factory.mktemp("bench") / "central.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "central", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(out.read_text(encoding="utf-8"))
-    assert isinstance(figures, dict)
-    return done, figures
+    return run_quick("central", tmp_path_factory.mktemp("bench"), timeout=300)
 
 
 def test_every_figure_of_the_issue_is_written_as_one_flat_object(quick_run: Run) -> None:

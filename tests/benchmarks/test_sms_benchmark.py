@@ -8,14 +8,10 @@ the numbers are the kind they claim to be (every reminder planned once, sent onc
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).parent.parent.parent
+from tests.benchmarks.quick import Run, run_quick
+
 REMINDERS = 300
 
 GOALS = {
@@ -34,24 +30,11 @@ FIGURES = (
     "twilio_client_cpu_ms_per_send",
     "callbacks_per_s",
 )
-Run = tuple[subprocess.CompletedProcess[str], dict[str, float]]
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    out = tmp_path_factory.mktemp("bench") / "results" / "sms.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "sms", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(out.read_text(encoding="utf-8"))
-    assert isinstance(figures, dict)
-    return done, figures
+    return run_quick("sms", tmp_path_factory.mktemp("bench"), timeout=120)
 
 
 def test_every_figure_of_the_issue_is_written_as_one_flat_object(quick_run: Run) -> None:

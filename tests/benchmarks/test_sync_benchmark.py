@@ -6,14 +6,9 @@ the numbers are the kind they claim to be (a round trip is a whole number, a rat
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).parent.parent.parent
+from tests.benchmarks.quick import Run, run_quick
 
 GOALS = {
     "day_round_trips": "<= 1",
@@ -29,26 +24,12 @@ FIGURES = (*GOALS, "day_wire_bytes", "day_http_bytes", "hub_rss_mb")
 
 
 @pytest.fixture(scope="module")
-def quick_run(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[subprocess.CompletedProcess[str], dict[str, float]]:
-    out = tmp_path_factory.mktemp("bench") / "sync.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "sync", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(out.read_text(encoding="utf-8"))
-    assert isinstance(figures, dict)
-    return done, figures
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return run_quick("sync", tmp_path_factory.mktemp("bench"), timeout=600)
 
 
 def test_every_figure_of_the_issue_is_written_as_one_flat_object(
-    quick_run: tuple[subprocess.CompletedProcess[str], dict[str, float]],
+    quick_run: Run,
 ) -> None:
     _, figures = quick_run
     for name in FIGURES:
@@ -57,7 +38,7 @@ def test_every_figure_of_the_issue_is_written_as_one_flat_object(
 
 
 def test_the_figures_are_sane(
-    quick_run: tuple[subprocess.CompletedProcess[str], dict[str, float]],
+    quick_run: Run,
 ) -> None:
     _, f = quick_run
     # A usual day is one round trip whatever the size; every sync in the crowd succeeded.
@@ -89,7 +70,7 @@ def test_the_figures_are_sane(
 
 
 def test_the_table_shows_each_goal_with_its_verdict_and_progress_goes_to_stderr(
-    quick_run: tuple[subprocess.CompletedProcess[str], dict[str, float]],
+    quick_run: Run,
 ) -> None:
     done, _ = quick_run
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
