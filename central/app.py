@@ -12,6 +12,8 @@
     GET  /fhir/{type}/{id}                 read;  PUT update (If-Match);  DELETE delete
     GET  /fhir/{type}/{id}/_history[/{v}]  history of a resource; vread
     GET  /health
+    POST /sms/inbound, /sms/voice/gather, /sms/status   Twilio's webhooks, with CENTRAL_SMS=on
+                                           (sms.routes; their signature is checked first)
 
 Handlers are synchronous and run in worker threads. Every error, ours or the framework's,
 leaves through one handler as an OperationOutcome (the token endpoint answers in OAuth's shape).

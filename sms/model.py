@@ -2,13 +2,15 @@
 
 The planner reads a ``Reminder`` (from a FHIR CommunicationRequest), the ``Recipient`` it is
 for (from the Patient) and the patient's ``Consents``, and returns a ``Decision``. The outbox
-keeps one ``OutboxRow`` per reminder and moves it through the states below; nothing moves a
-row backwards.
+keeps one ``OutboxRow`` per reminder and moves it through the states below. Only these go
+back to planned: a retry, a lost send that Twilio does not hold, a cancelled reminder decided
+again, and an operator's resend.
 
     planned --claim--> sending --Twilio accepted--> sent --callback--> delivered
        |                  |  \\--Twilio refused (4xx)--> failed        \\--> failed
        |                  \\--429/5xx, lease expired, nothing at Twilio--> planned (retry)
-       \\--revoked, opted out, consent withdrawn, too late--> cancelled
+       \\--revoked, opted out, consent withdrawn, too late--> cancelled (planned again if
+                                                              that changes)
 
 A ``sending`` row whose process died is settled by Twilio's status callback, which carries the
 reminder's ID, or, failing that, by asking Twilio what it holds (``sms.outbox``).
@@ -23,7 +25,8 @@ from typing import Literal
 Channel = Literal["sms", "voice"]
 State = Literal["planned", "sending", "sent", "delivered", "failed", "cancelled"]
 STATES: tuple[State, ...] = ("planned", "sending", "sent", "delivered", "failed", "cancelled")
-# States a row never leaves.
+# States in which nothing more happens to a reminder on its own (only new planning or an
+# operator's resend plans it again).
 FINAL_STATES: frozenset[State] = frozenset({"delivered", "failed", "cancelled"})
 
 # The reminder templates the hub's projection names in CommunicationRequest.category

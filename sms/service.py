@@ -100,20 +100,10 @@ class ReminderService:
         reminders were cancelled. Raises BadPhone."""
         _check_phone(phone)
         now = self.now()
+        why = "the patient opted out (asked an operator)"
         with self.database.write() as session:
-            outbox.opt_out(session, phone, "operator", now)
-            webhooks = self.webhooks
-            cancelled = outbox.cancel_for_phone(
-                session, phone, "the patient opted out (asked an operator)", now
-            )
-            for reminder_id in cancelled:
-                webhooks.tell_cancelled(session, reminder_id, now)
+            cancelled = self.webhooks.opt_out(session, phone, "operator", why, now)
         return len(cancelled)
-
-    def opted_out(self, phone: str) -> bool:
-        _check_phone(phone)
-        with self.database.read() as session:
-            return bool(outbox.opted_out(session, [phone]))
 
 
 def _check_phone(phone: str) -> None:

@@ -171,20 +171,24 @@ class Webhooks:
     def _act(self, session: Session, phone: str, kind: str, now: datetime) -> None:
         """STOP and START take effect at once, for every reminder to that phone."""
         if kind == "stop":
-            outbox.opt_out(session, phone, "STOP", now)
-            why = "the patient opted out (STOP)"
-            for reminder_id in outbox.cancel_for_phone(session, phone, why, now):
-                self.tell_cancelled(session, reminder_id, now)
+            self.opt_out(session, phone, "STOP", "the patient opted out (STOP)", now)
         elif kind == "start":
             outbox.opt_in(session, phone)
             patients = outbox.patients_of_phone(session, phone)
             plan_patients(session, self.records, patients, self.config, now)
 
-    def tell_cancelled(self, session: Session, reminder_id: str, now: datetime) -> None:
-        """Record the outcome of a reminder just cancelled, for the patient's chart."""
-        row = outbox.get(session, reminder_id)
-        if row is not None:
-            self.records.write(session, [outcome_for(row, row.error, now)])
+    def opt_out(
+        self, session: Session, phone: str, source: str, why: str, now: datetime
+    ) -> list[str]:
+        """No more reminders to ``phone``: record it and cancel what is planned, each with its
+        outcome for the patient's chart. Returns the reminders cancelled."""
+        outbox.opt_out(session, phone, source, now)
+        cancelled = outbox.cancel_for_phone(session, phone, why, now)
+        for reminder_id in cancelled:
+            row = outbox.get(session, reminder_id)
+            if row is not None:
+                self.records.write(session, [outcome_for(row, row.error, now)])
+        return cancelled
 
 
 def _state_of(params: Mapping[str, str]) -> State | None:
