@@ -186,8 +186,11 @@ class MemoryTablet:
         *,
         ready: Callable[[], None] | None = None,
         waits: list[float] | None = None,
+        answered: Callable[[], None] | None = None,
     ) -> SyncReport:
-        return memory_sync(self.replica, self.link(client), ready=ready, waits=waits)
+        return memory_sync(
+            self.replica, self.link(client), ready=ready, waits=waits, answered=answered
+        )
 
 
 def memory_sync(
@@ -197,11 +200,14 @@ def memory_sync(
     max_snapshot_bytes: int = SNAPSHOT_BYTES,
     ready: Callable[[], None] | None = None,
     waits: list[float] | None = None,
+    answered: Callable[[], None] | None = None,
 ) -> SyncReport:
     """``field_app.syncing.sync`` over a MemoryReplica: the same rounds, frames and counts.
 
     ``ready`` is called once the first request is built, before it is sent (a crowd of tablets
-    waits there to send together); ``waits`` collects how long each answer took to come back.
+    waits there to send together); ``waits`` collects how long each answer took to come back;
+    ``answered`` is called once the first answer is in, before it is taken in (a crowd waits
+    there until every tablet has its answer).
     """
     session = SyncSession("hub")
     report = SyncReport()
@@ -215,6 +221,9 @@ def memory_sync(
         answer = post_frame(link, "/sync", body)
         if waits is not None:
             waits.append(time.perf_counter() - sent_at)
+        if answered is not None:
+            answered()
+            answered = None
         report.round_trips += 1
         report.bytes_sent += len(body)
         report.bytes_received += len(answer)

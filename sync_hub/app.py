@@ -30,6 +30,7 @@ from care_record import Clock, SystemClock
 from care_record.sync import ErrorBody
 from care_record.sync.signing import HEADER_DEVICE
 from sync_hub import exchange, pusher
+from sync_hub.chart_cache import ChartCache
 from sync_hub.devices import stamp
 from sync_hub.errors import Busy, HubError
 from sync_hub.exchange import FRAME_TYPE, Hub, SyncCall
@@ -77,7 +78,7 @@ def create_app(
     """
     store = Store(settings.db, busy_timeout_seconds=settings.busy_timeout_seconds)
     store.create()
-    hub = Hub(settings, store, clock or SystemClock())
+    hub = Hub(settings, store, clock or SystemClock(), ChartCache(settings.chart_cache))
     loop = _push_loop(settings, store, hub.clock, central_http)
 
     @post(

@@ -30,6 +30,7 @@ from care_record.sync import (
 from care_record.sync.engine import Prepared, prepare
 from sync_hub import devices
 from sync_hub.catchments import Catchment
+from sync_hub.chart_cache import ChartCache
 from sync_hub.devices import RETIRED, RETIRING, Device, stamp
 from sync_hub.errors import DeviceRefused, MalformedRequest, WrongMediaType
 from sync_hub.replica import HubReplica
@@ -44,11 +45,13 @@ RETIRED_COMMAND = "retired"
 
 @dataclass(frozen=True)
 class Hub:
-    """What every request needs: the settings, the database and the clock."""
+    """What every request needs: the settings, the database, the clock, and the charts kept
+    loaded (None: each sync loads the charts it touches)."""
 
     settings: Settings
     store: Store
     clock: Clock
+    charts: ChartCache | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,13 @@ def sync(hub: Hub, call: SyncCall) -> bytes:
             replica.forget_since(request.heard)
         replica.read_ahead(_named(request))
         response = respond(
-            replica, device.id, request, server_time=stamp(now), prepared=prepared, append=True
+            replica,
+            device.id,
+            request,
+            server_time=stamp(now),
+            prepared=prepared,
+            append=True,
+            cache=hub.charts,
         )
         replica.offered(s.doc for s in response.snapshots)
         response.exchange = number
@@ -150,7 +159,8 @@ def _prepare(hub: Hub, device: Device, request: SyncRequest) -> dict[int, Prepar
         ]
     ready = {}
     for index, (update, stored, known) in enumerate(rows):
-        done = prepare(update, stored, [*(known or []), *acked.get(update.doc, [])], append=True)
+        also_known = [*(known or []), *acked.get(update.doc, [])]
+        done = prepare(update, stored, also_known, append=True, cache=hub.charts)
         if done is not None:
             ready[index] = done
     return ready

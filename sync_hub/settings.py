@@ -82,6 +82,14 @@ class Settings:
             "help": "How long a request waits for the database before answering 503 busy.",
         },
     )
+    chart_cache: int = field(
+        default=4000,
+        metadata={
+            "env": "SYNC_HUB_CHART_CACHE",
+            "help": "Charts kept loaded in memory between syncs, the least recently used "
+            "dropped first (about 110 KB each for a chart with ten visits); 0: none.",
+        },
+    )
     central_url: str = field(
         default="",
         metadata={
@@ -188,6 +196,8 @@ class Settings:
             raise BadSetting("SYNC_HUB_BUSY_TIMEOUT_SECONDS: must be at least 1")
         if not self.name:
             raise BadSetting("SYNC_HUB_NAME: must not be empty")
+        if self.chart_cache < 0:
+            raise BadSetting("SYNC_HUB_CHART_CACHE: must be 0 or more")
         self._check_central()
         self._check_patient_defaults()
 

@@ -87,6 +87,25 @@ class Replica(Protocol):
         ...
 
 
+class DocumentCache(Protocol):
+    """Documents a responder keeps loaded between requests, so that a sync need not load each
+    chart it touches again (a hub's ``sync_hub.chart_cache``)."""
+
+    def loaded(self, stored: Stored) -> am.Document | None:
+        """``stored`` as a loaded document, if one is kept that loading its data would give;
+        to be read, never changed."""
+        ...
+
+    def take(self, stored: Stored) -> am.Document | None:
+        """As ``loaded``, but handed over: no longer kept, so the caller may change it."""
+        ...
+
+    def keep(self, doc_id: str, doc: am.Document, data: bytes) -> None:
+        """Keep ``doc``, which is what loading ``data`` gives, with nothing held back for
+        missing history (``documents.Applied.settled``)."""
+        ...
+
+
 # -- responding --------------------------------------------------------------------------------
 
 
@@ -100,7 +119,12 @@ class Prepared:
 
 
 def prepare(
-    update: DocUpdate, stored: Stored | None, known: list[bytes] | None, *, append: bool = False
+    update: DocUpdate,
+    stored: Stored | None,
+    known: list[bytes] | None,
+    *,
+    append: bool = False,
+    cache: DocumentCache | None = None,
 ) -> Prepared | None:
     """Apply ``update`` to ``stored`` (as read, with the heads ``known`` of the peer), storing
     nothing: Automerge's costly work, which a responder can do before it takes its write
@@ -108,7 +132,7 @@ def prepare(
     applies the update again otherwise. None when it fails: ``respond`` then refuses,
     quarantines or resyncs it as usual."""
     try:
-        heads, applied = _apply(update, stored, known, append=append)
+        heads, applied = _apply(update, stored, known, append=append, cache=cache)
     except CareRecordError:
         return None
     return Prepared(_heads_of(stored), heads, applied)
@@ -122,11 +146,15 @@ def respond(
     server_time: str,
     prepared: Mapping[int, Prepared] | None = None,
     append: bool = False,
+    cache: DocumentCache | None = None,
 ) -> SyncResponse:
     """Take in a request and build the answer. The caller commits, then sends the answer.
 
     ``prepared``: ``prepare``'s results, by index of ``request.updates``. ``append``: store
-    updated documents as loaded, not saved again (``documents.apply_changes``)."""
+    updated documents as loaded, not saved again (``documents.apply_changes``). ``cache``:
+    documents kept loaded, used instead of loading and given what is stored; one kept for a
+    transaction that then rolls back is harmless, as it is used only while its heads are the
+    stored ones."""
     response = SyncResponse(server_time=server_time)
     # Acks first: they say what the peer took from our last answer, and its updates (newer)
     # then say what it has now. The other way round, an ack would wind the peer's heads back
@@ -137,7 +165,9 @@ def respond(
     loaded: dict[str, am.Document] = {}  # documents this request already loaded, as stored
     for index, update in enumerate(request.updates):
         ready = (prepared or {}).get(index)
-        if _take_update(replica, peer, update, response, loaded, ready=ready, append=append):
+        if _take_update(
+            replica, peer, update, response, loaded, ready=ready, append=append, cache=cache
+        ):
             response.applied.append(index)
     for doc_id in request.dropped:
         replica.forget_peer(peer, doc_id)
@@ -147,7 +177,8 @@ def respond(
         # A chart that left this peer may still take its changes, but must not send it ours.
         _take_sync(replica, peer, sync, response, reply=sync.doc not in leaving)
     skip = set(response.resync) | {s.doc for s in request.syncs} | {d.doc for d in response.dropped}
-    response.updates = [u for u, _heads in updates_for(replica, peer, response, skip, loaded)]
+    outgoing = updates_for(replica, peer, response, skip, loaded=loaded, cache=cache)
+    response.updates = [u for u, _heads in outgoing]
     _add_snapshots(replica, peer, response, request.max_snapshot_bytes)
     return response
 
@@ -161,6 +192,7 @@ def _take_update(
     *,
     ready: Prepared | None = None,
     append: bool = False,
+    cache: DocumentCache | None = None,
 ) -> bool:
     """Apply one update (or take ``ready``, applied beforehand to the same heads); True when
     the document now holds everything the sender has."""
@@ -175,7 +207,7 @@ def _take_update(
             heads, applied = ready.heads, ready.applied
         else:
             known = replica.peer_heads(peer, update.doc)
-            heads, applied = _apply(update, stored, known, append=append)
+            heads, applied = _apply(update, stored, known, append=append, cache=cache)
     except MissingHistory:
         # The peer thinks we hold changes we do not (we were restored from an old backup).
         response.resync.append(update.doc)
@@ -190,6 +222,8 @@ def _take_update(
         return False
     if loaded is not None and applied.document is not None:
         loaded[update.doc] = applied.document
+    if cache is not None and applied.document is not None and applied.settled:
+        cache.keep(update.doc, applied.document, applied.data)
     if not applied.complete:
         response.resync.append(update.doc)
         return False
@@ -228,7 +262,9 @@ def updates_for(
     peer: str,
     response: SyncResponse | None,
     skip: set[str],
+    *,
     loaded: dict[str, am.Document] | None = None,
+    cache: DocumentCache | None = None,
 ) -> Iterable[tuple[DocUpdate, list[bytes]]]:
     """Changes ``peer`` lacks in documents it has had, each with our full heads. Where what we
     remember of the peer is not in our copy, ask for a resync instead (``response.resync``)."""
@@ -239,7 +275,7 @@ def updates_for(
         known = replica.peer_heads(peer, doc_id) or []
         if stored is None:
             continue
-        doc = (loaded or {}).get(doc_id) or am.Document.load(stored.data)
+        doc = (loaded or {}).get(doc_id) or _load(stored, cache)
         if not documents.has_heads(doc, known):
             if response is not None:
                 response.resync.append(doc_id)
@@ -293,17 +329,34 @@ def _payload(sent: DocUpdate | DocSnapshot | DocSync) -> bytes:
     return b"".join(sent.messages)
 
 
+def _load(stored: Stored, cache: DocumentCache | None) -> am.Document:
+    """``stored`` loaded, from ``cache`` if it keeps it, else loaded and given to it."""
+    doc = cache.loaded(stored) if cache is not None else None
+    if doc is None:
+        doc = am.Document.load(stored.data)
+        if cache is not None and documents.settled(doc, stored.data):
+            cache.keep(stored.doc, doc, stored.data)
+    return doc
+
+
 def _apply(
-    update: DocUpdate, stored: Stored | None, known: list[bytes] | None, *, append: bool
+    update: DocUpdate,
+    stored: Stored | None,
+    known: list[bytes] | None,
+    *,
+    append: bool,
+    cache: DocumentCache | None = None,
 ) -> tuple[list[bytes], documents.Applied]:
-    """The sender's full heads, and its update applied to ``stored``. Raises MissingHistory,
-    or CareRecordError for changes that are unreadable or not of that chart."""
+    """The sender's full heads, and its update applied to ``stored`` (to the copy ``cache``
+    keeps loaded, if it does, taken from it). Raises MissingHistory, or CareRecordError for changes that are
+    unreadable or not of that chart."""
     changes, heads = _expand(update, stored, known)
     if stored is None:
         return heads, documents.create_from_changes(update.kind, changes, heads, doc_id=update.doc)
     _same_kind(stored, update.kind)
+    base = cache.take(stored) if cache is not None else None
     applied = documents.apply_changes(
-        stored.data, stored.kind, changes, heads, doc_id=update.doc, append=append
+        stored.data, stored.kind, changes, heads, doc_id=update.doc, append=append, base=base
     )
     return heads, applied
 

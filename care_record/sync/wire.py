@@ -26,6 +26,7 @@ RAW, ZLIB, LZMA = 0, 1, 2
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 20}]
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # after decompression; a frame bigger than this is refused
 COMPRESS_ABOVE = 256
+MIN_DICTIONARY = 4096  # the smallest LZMA2 allows
 
 
 class MalformedFrame(CareRecordError):
@@ -131,11 +132,19 @@ def encode_frame(message: SyncRequest | SyncResponse, *, codec: int = LZMA) -> b
         return MAGIC + bytes([RAW]) + payload
     if codec == ZLIB:
         return MAGIC + bytes([ZLIB]) + zlib.compress(payload, 9)
-    return (
-        MAGIC
-        + bytes([LZMA])
-        + lzma.compress(payload, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    )
+    filters = [{**_LZMA_FILTERS[0], "dict_size": _dictionary_for(len(payload))}]
+    return MAGIC + bytes([LZMA]) + lzma.compress(payload, format=lzma.FORMAT_RAW, filters=filters)
+
+
+def _dictionary_for(size: int) -> int:
+    """The smallest LZMA2 dictionary (a power of two, 4 KiB to 1 MiB) that spans ``size``
+    bytes: the output is the same as with 1 MiB, but the compressor sets up tables in
+    proportion to the dictionary, about 11 MB for 1 MiB, which cost more than compressing a
+    day's few kilobytes. A receiver decodes it with its 1 MiB dictionary."""
+    dictionary = MIN_DICTIONARY
+    while dictionary < size and dictionary < _LZMA_FILTERS[0]["dict_size"]:
+        dictionary *= 2
+    return dictionary
 
 
 def decode_frame(frame: bytes, kind: type[M], *, limit: int = MAX_FRAME_BYTES) -> M:
