@@ -10,8 +10,9 @@ A kept document is used only while the database still holds what it was kept for
 bytes it was kept with, or else the same heads with every change chunk stored after the saved
 document in it. Heads name the whole history, so the two are then the same document, whatever
 wrote the row meanwhile (another request, the CLI, a rollback). A sync that changes a chart
-takes its document out (``take``), so no other request reads it meanwhile, and keeps the
-result once stored.
+takes its document out (``take``) and changes it, and keeps the result once stored; one that
+was handed out to be read (``loaded``) may still be read by that request, so it is taken as a
+fork instead.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from care_record.sync import Stored, heads_key
 from care_record.sync.documents import settled
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Kept:
     data: bytes
     heads: bytes
     doc: am.Document
+    lent: bool = False  # handed out to be read: never to be changed in place
 
 
 class ChartCache:
@@ -63,11 +65,12 @@ class ChartCache:
             kept = self._kept.pop(stored.doc, None) if take else self._kept.get(stored.doc)
             if kept is not None and not take:
                 self._kept.move_to_end(stored.doc)
+                kept.lent = True
         if kept is None or not _same(kept, stored):
             self.misses += 1
             return None
         self.hits += 1
-        return kept.doc
+        return kept.doc.fork() if take and kept.lent else kept.doc
 
     def __len__(self) -> int:
         return len(self._kept)

@@ -11,7 +11,7 @@ import automerge.core as am
 
 from care_record import Chart, FixedClock
 from care_record.sync import Stored, changes_since, split_heads
-from care_record.sync.documents import apply_changes, compacted
+from care_record.sync.documents import add_changes, apply_changes, compacted
 from sync_hub import Settings
 from sync_hub.chart_cache import ChartCache
 from sync_hub.store import Store, put_chart
@@ -86,6 +86,21 @@ def test_take_hands_the_chart_over() -> None:
     assert cache.take(stored) is doc
     assert cache.loaded(stored) is None
     assert len(cache) == 0
+
+
+def test_a_chart_handed_out_to_be_read_is_taken_as_a_copy() -> None:
+    cache = ChartCache(10)
+    chart, stored = a_chart()
+    doc = am.Document.load(stored.data)
+    cache.keep(chart.id, doc, stored.data)
+    reading = cache.loaded(stored)
+    assert reading is doc
+    taken = cache.take(stored)
+    assert taken is not None
+    assert taken is not doc
+    chart.record_encounter({**VISIT, "started_at": START, "note": "fever"})
+    add_changes(taken, changes_since(chart.document, stored.heads))
+    assert sorted(doc.get_heads()) == stored.heads  # the reader's copy is as it was
 
 
 def test_the_least_recently_used_chart_goes_first_and_zero_keeps_none() -> None:
