@@ -135,14 +135,15 @@ class Store:
     def write(self) -> Iterator[sqlite_utils.Database]:
         """One write transaction on a new connection: committed when the block ends, rolled
         back if it raises. Raises Busy if the database stays locked past the busy timeout."""
-        with self.connect() as db:
-            if not self._writer.acquire(timeout=self.busy_timeout_seconds):
-                raise Busy("the hub is busy; try again in a moment")
-            try:
-                with _locked(db):
-                    yield db
-            finally:
-                self._writer.release()
+        # The lock first, then a connection: a request waiting its turn holds none of the
+        # pool's few, which the requests still checking signatures and applying changes need.
+        if not self._writer.acquire(timeout=self.busy_timeout_seconds):
+            raise Busy("the hub is busy; try again in a moment")
+        try:
+            with self.connect() as db, _locked(db):
+                yield db
+        finally:
+            self._writer.release()
 
     @contextmanager
     def read(self) -> Iterator[sqlite_utils.Database]:
