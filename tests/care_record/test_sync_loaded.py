@@ -8,7 +8,6 @@ which is what the hub did before it kept charts loaded.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 
 import automerge.core as am
 import pytest
@@ -24,16 +23,7 @@ from care_record.sync.documents import (
     has_heads,
     settled,
 )
-
-START = datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
-PATIENT = {
-    "given": "Amina",
-    "family": "Juma",
-    "sex": "female",
-    "birth_date": "1994-06-15",
-    "village": "Kijiji cha Mlima",
-}
-VISIT = {"kind": "home_visit", "started_at": START, "zone": "Africa/Dar_es_Salaam"}
+from tests.care_record.test_sync_prepare import PATIENT, START, VISIT
 
 
 def chart_with_visits(count: int, actor: int = 1) -> tuple[Chart, bytes, list[bytes]]:
