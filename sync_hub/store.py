@@ -108,7 +108,8 @@ class Store:
         try:
             if conn.in_transaction:  # left open by an interrupted request: start clean
                 conn.execute("ROLLBACK")
-            yield sqlite_utils.Database(conn, execute_plugins=False)
+            # recursive_triggers: set once when the connection is opened, not per request.
+            yield sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         finally:
             self._pool.put(conn)
 
@@ -121,6 +122,7 @@ class Store:
         )
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA recursive_triggers = ON")  # as sqlite-utils would set it
         return conn
 
     def close(self) -> None:
