@@ -58,21 +58,9 @@ class Messages:
         refusal = self._refusal(to, from_, body, callback)
         if refusal is not None:
             return refusal
-        now = self._clock()
-        message = LocalMessage(
-            sid=new_sid("SM"),
-            to=to,
-            from_=from_,
-            body=body,
-            status="queued",
-            direction="outbound-api",
-            num_segments=count_segments(body).segments,
-            status_callback=callback,
-            date_created=now,
-            date_updated=now,
-            date_sent=now,
+        message = self._new(
+            to, from_, body, status="queued", direction="outbound-api", callback=callback
         )
-        self._store(message)
         payload = self._json(message)
         self._webhooks.submit(self._deliver, message.sid)
         return json_reply(201, payload)
@@ -142,16 +130,22 @@ class Messages:
 
     def receive(self, from_: str, body: str, to: str) -> LocalMessage:
         """Record an SMS a patient sent to ``to``; returns it."""
+        return self._new(to, from_, body, status="received", direction="inbound", callback=None)
+
+    def _new(
+        self, to: str, from_: str, body: str, *, status: str, direction: str, callback: str | None
+    ) -> LocalMessage:
+        """A message created now, stored."""
         now = self._clock()
         message = LocalMessage(
             sid=new_sid("SM"),
             to=to,
             from_=from_,
             body=body,
-            status="received",
-            direction="inbound",
+            status=status,
+            direction=direction,
             num_segments=count_segments(body).segments,
-            status_callback=None,
+            status_callback=callback,
             date_created=now,
             date_updated=now,
             date_sent=now,
