@@ -10,15 +10,17 @@ A kept document is used only while the database still holds what it was kept for
 bytes it was kept with, or else the same heads with every change chunk stored after the saved
 document in it. Heads name the whole history, so the two are then the same document, whatever
 wrote the row meanwhile (another request, the CLI, a rollback). A sync that changes a chart
-takes its document out (``take``) and changes it, and keeps the result once stored; one that
-was handed out to be read (``loaded``) may still be read by that request, so it is taken as a
-fork instead.
+takes its document out (``take``) and changes it, and keeps the result once its answer is
+built. One that a request is reading at that moment (``reading``) is taken as a fork instead, so
+the reader's copy does not change under it; once read, it is changed in place again.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import automerge.core as am
@@ -32,7 +34,7 @@ class _Kept:
     data: bytes
     heads: bytes
     doc: am.Document
-    lent: bool = False  # handed out to be read: never to be changed in place
+    readers: int = 0  # requests reading it now: while any are, it is taken as a fork
 
 
 class ChartCache:
@@ -44,11 +46,32 @@ class ChartCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def loaded(self, stored: Stored) -> am.Document | None:
-        return self._find(stored, take=False)
+    @contextmanager
+    def reading(self, stored: Stored) -> Iterator[am.Document | None]:
+        """``stored`` as a loaded document to read inside the block, or None if none is kept
+        that loading its data would give. It is not changed while the block runs."""
+        with self._lock:
+            kept = self._kept.get(stored.doc)
+            if kept is not None:
+                self._kept.move_to_end(stored.doc)
+                kept.readers += 1
+        try:
+            found = self._match(kept, stored)
+            yield None if found is None else found.doc
+        finally:
+            if kept is not None:
+                with self._lock:
+                    kept.readers -= 1
 
     def take(self, stored: Stored) -> am.Document | None:
-        return self._find(stored, take=True)
+        """As ``reading``, but handed over: no longer kept, so the caller may change it."""
+        with self._lock:
+            kept = self._kept.pop(stored.doc, None)
+            read_now = kept is not None and kept.readers > 0
+        found = self._match(kept, stored)
+        if found is None:
+            return None
+        return found.doc.fork() if read_now else found.doc
 
     def keep(self, doc_id: str, doc: am.Document, data: bytes) -> None:
         if self.capacity <= 0:
@@ -60,17 +83,13 @@ class ChartCache:
             while len(self._kept) > self.capacity:
                 self._kept.popitem(last=False)
 
-    def _find(self, stored: Stored, *, take: bool) -> am.Document | None:
-        with self._lock:
-            kept = self._kept.pop(stored.doc, None) if take else self._kept.get(stored.doc)
-            if kept is not None and not take:
-                self._kept.move_to_end(stored.doc)
-                kept.lent = True
-        if kept is None or not _same(kept, stored):
-            self.misses += 1
-            return None
-        self.hits += 1
-        return kept.doc.fork() if take and kept.lent else kept.doc
+    def _match(self, kept: _Kept | None, stored: Stored) -> _Kept | None:
+        """``kept`` if loading ``stored`` gives it, counted as a hit; else None, a miss."""
+        if kept is not None and _same(kept, stored):
+            self.hits += 1
+            return kept
+        self.misses += 1
+        return None
 
     def __len__(self) -> int:
         return len(self._kept)

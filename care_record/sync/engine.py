@@ -13,7 +13,8 @@ idempotent: changes already held are ignored, an acknowledgement repeated sets t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -91,13 +92,13 @@ class DocumentCache(Protocol):
     """Documents a responder keeps loaded between requests, so that a sync need not load each
     chart it touches again (a hub's ``sync_hub.chart_cache``)."""
 
-    def loaded(self, stored: Stored) -> am.Document | None:
-        """``stored`` as a loaded document, if one is kept that loading its data would give;
-        to be read, never changed."""
+    def reading(self, stored: Stored) -> AbstractContextManager[am.Document | None]:
+        """``stored`` as a loaded document to read inside the block, or None if none is kept
+        that loading its data would give. It is not changed while the block runs."""
         ...
 
     def take(self, stored: Stored) -> am.Document | None:
-        """As ``loaded``, but handed over: no longer kept, so the caller may change it."""
+        """As ``reading``, but handed over: no longer kept, so the caller may change it."""
         ...
 
     def keep(self, doc_id: str, doc: am.Document, data: bytes) -> None:
@@ -152,9 +153,10 @@ def respond(
 
     ``prepared``: ``prepare``'s results, by index of ``request.updates``. ``append``: store
     updated documents as loaded, not saved again (``documents.apply_changes``). ``cache``:
-    documents kept loaded, used instead of loading and given what is stored; one kept for a
-    transaction that then rolls back is harmless, as it is used only while its heads are the
-    stored ones."""
+    documents kept loaded, used instead of loading and given what is stored once the answer is
+    built (not before: kept, a document could be taken and changed while this request still
+    reads it); one kept for a transaction that then rolls back is harmless, as it is used only
+    while its heads are the stored ones."""
     response = SyncResponse(server_time=server_time)
     # Acks first: they say what the peer took from our last answer, and its updates (newer)
     # then say what it has now. The other way round, an ack would wind the peer's heads back
@@ -162,7 +164,7 @@ def respond(
     for ack in request.acks:
         if replica.get(ack.doc) is not None:
             replica.set_peer_heads(peer, ack.doc, ack.heads)
-    loaded: dict[str, am.Document] = {}  # documents this request already loaded, as stored
+    loaded: dict[str, documents.Applied] = {}  # documents this request stored, loaded
     for index, update in enumerate(request.updates):
         ready = (prepared or {}).get(index)
         if _take_update(
@@ -177,9 +179,14 @@ def respond(
         # A chart that left this peer may still take its changes, but must not send it ours.
         _take_sync(replica, peer, sync, response, reply=sync.doc not in leaving)
     skip = set(response.resync) | {s.doc for s in request.syncs} | {d.doc for d in response.dropped}
-    outgoing = updates_for(replica, peer, response, skip, loaded=loaded, cache=cache)
+    mine = {doc_id: a.document for doc_id, a in loaded.items() if a.document is not None}
+    outgoing = updates_for(replica, peer, response, skip, loaded=mine, cache=cache)
     response.updates = [u for u, _heads in outgoing]
     _add_snapshots(replica, peer, response, request.max_snapshot_bytes)
+    if cache is not None:
+        for doc_id, applied in loaded.items():
+            if applied.document is not None and applied.settled:
+                cache.keep(doc_id, applied.document, applied.data)
     return response
 
 
@@ -188,7 +195,7 @@ def _take_update(
     peer: str,
     update: DocUpdate,
     response: SyncResponse,
-    loaded: dict[str, am.Document] | None = None,
+    loaded: dict[str, documents.Applied] | None = None,
     *,
     ready: Prepared | None = None,
     append: bool = False,
@@ -220,10 +227,8 @@ def _take_update(
     stale = stored is not None and applied.heads == stored.heads
     if not stale and not _put(replica, peer, update, applied, response.quarantined):
         return False
-    if loaded is not None and applied.document is not None:
-        loaded[update.doc] = applied.document
-    if cache is not None and applied.document is not None and applied.settled:
-        cache.keep(update.doc, applied.document, applied.data)
+    if loaded is not None:
+        loaded[update.doc] = applied
     if not applied.complete:
         response.resync.append(update.doc)
         return False
@@ -275,13 +280,14 @@ def updates_for(
         known = replica.peer_heads(peer, doc_id) or []
         if stored is None:
             continue
-        doc = (loaded or {}).get(doc_id) or _load(stored, cache)
-        if not documents.has_heads(doc, known):
-            if response is not None:
-                response.resync.append(doc_id)
-            continue
-        heads = doc.get_heads()
-        changes, sent_heads = packing.pack(documents.changes_since(doc, known), heads)
+        with _reading(stored, (loaded or {}).get(doc_id), cache) as doc:
+            if not documents.has_heads(doc, known):
+                if response is not None:
+                    response.resync.append(doc_id)
+                continue
+            heads = doc.get_heads()
+            missing = documents.changes_since(doc, known)
+        changes, sent_heads = packing.pack(missing, heads)
         yield DocUpdate(doc_id, stored.kind, changes, sent_heads), heads
 
 
@@ -329,14 +335,24 @@ def _payload(sent: DocUpdate | DocSnapshot | DocSync) -> bytes:
     return b"".join(sent.messages)
 
 
-def _load(stored: Stored, cache: DocumentCache | None) -> am.Document:
-    """``stored`` loaded, from ``cache`` if it keeps it, else loaded and given to it."""
-    doc = cache.loaded(stored) if cache is not None else None
-    if doc is None:
-        doc = am.Document.load(stored.data)
-        if cache is not None and documents.settled(doc, stored.data):
-            cache.keep(stored.doc, doc, stored.data)
-    return doc
+@contextmanager
+def _reading(
+    stored: Stored, ready: am.Document | None, cache: DocumentCache | None
+) -> Iterator[am.Document]:
+    """``stored`` loaded, to be read in the block: ``ready`` (this request's own), or the copy
+    ``cache`` keeps, or else loaded and given to ``cache`` after the block."""
+    if ready is not None:
+        yield ready
+        return
+    if cache is not None:
+        with cache.reading(stored) as kept:
+            if kept is not None:
+                yield kept
+                return
+    doc = am.Document.load(stored.data)
+    yield doc
+    if cache is not None and documents.settled(doc, stored.data):
+        cache.keep(stored.doc, doc, stored.data)
 
 
 def _apply(
@@ -348,8 +364,8 @@ def _apply(
     cache: DocumentCache | None = None,
 ) -> tuple[list[bytes], documents.Applied]:
     """The sender's full heads, and its update applied to ``stored`` (to the copy ``cache``
-    keeps loaded, if it does, taken from it). Raises MissingHistory, or CareRecordError for changes that are
-    unreadable or not of that chart."""
+    keeps loaded, if it does, taken from it). Raises MissingHistory, or CareRecordError for
+    changes that are unreadable or not of that chart."""
     changes, heads = _expand(update, stored, known)
     if stored is None:
         return heads, documents.create_from_changes(update.kind, changes, heads, doc_id=update.doc)

@@ -27,14 +27,20 @@ def a_chart(visits: int = 1) -> tuple[Chart, Stored]:
     return chart, Stored(chart.id, "patient", chart.save(), sorted(chart.heads))
 
 
+def read(cache: ChartCache, stored: Stored) -> am.Document | None:
+    """The cache's copy of ``stored`` as a reader sees it, or None."""
+    with cache.reading(stored) as doc:
+        return doc
+
+
 def test_a_kept_chart_is_handed_out_while_the_stored_one_is_the_same() -> None:
     cache = ChartCache(10)
     chart, stored = a_chart()
-    assert cache.loaded(stored) is None
+    assert read(cache, stored) is None
     doc = am.Document.load(stored.data)
     cache.keep(chart.id, doc, stored.data)
-    assert cache.loaded(stored) is doc
-    assert cache.loaded(stored) is doc  # reading leaves it kept
+    assert read(cache, stored) is doc
+    assert read(cache, stored) is doc  # reading leaves it kept
     assert (cache.hits, cache.misses) == (2, 1)
 
 
@@ -51,7 +57,7 @@ def test_the_same_chart_stored_in_another_form_is_still_a_hit() -> None:
     compact = compacted(appended.data)
     assert compact != appended.data
     same = Stored(chart.id, "patient", compact, sorted(chart.heads))
-    assert cache.loaded(same) is appended.document
+    assert read(cache, same) is appended.document
 
 
 def test_a_chart_changed_in_the_database_is_a_miss() -> None:
@@ -60,7 +66,7 @@ def test_a_chart_changed_in_the_database_is_a_miss() -> None:
     cache.keep(chart.id, am.Document.load(stored.data), stored.data)
     chart.record_encounter({**VISIT, "started_at": START, "note": "fever"})
     newer = Stored(chart.id, "patient", chart.save(), sorted(chart.heads))
-    assert cache.loaded(newer) is None
+    assert read(cache, newer) is None
     assert cache.take(newer) is None
 
 
@@ -75,7 +81,7 @@ def test_same_heads_with_history_held_back_in_the_stored_bytes_is_a_miss() -> No
     # Bytes holding a change whose history is missing still load to the same heads.
     orphaned = Stored(chart.id, "patient", stored.data + changes[1], stored.heads)
     assert sorted(am.Document.load(orphaned.data).get_heads()) == stored.heads
-    assert cache.loaded(orphaned) is None
+    assert read(cache, orphaned) is None
 
 
 def test_take_hands_the_chart_over() -> None:
@@ -84,23 +90,32 @@ def test_take_hands_the_chart_over() -> None:
     doc = am.Document.load(stored.data)
     cache.keep(chart.id, doc, stored.data)
     assert cache.take(stored) is doc
-    assert cache.loaded(stored) is None
+    assert read(cache, stored) is None
     assert len(cache) == 0
 
 
-def test_a_chart_handed_out_to_be_read_is_taken_as_a_copy() -> None:
+def test_a_chart_taken_while_it_is_being_read_is_taken_as_a_copy() -> None:
     cache = ChartCache(10)
     chart, stored = a_chart()
     doc = am.Document.load(stored.data)
     cache.keep(chart.id, doc, stored.data)
-    reading = cache.loaded(stored)
-    assert reading is doc
-    taken = cache.take(stored)
-    assert taken is not None
-    assert taken is not doc
-    chart.record_encounter({**VISIT, "started_at": START, "note": "fever"})
-    add_changes(taken, changes_since(chart.document, stored.heads))
-    assert sorted(doc.get_heads()) == stored.heads  # the reader's copy is as it was
+    with cache.reading(stored) as reading:
+        assert reading is doc
+        taken = cache.take(stored)
+        assert taken is not None
+        assert taken is not doc
+        chart.record_encounter({**VISIT, "started_at": START, "note": "fever"})
+        add_changes(taken, changes_since(chart.document, stored.heads))
+        assert sorted(doc.get_heads()) == stored.heads  # the reader's copy is as it was
+
+
+def test_a_chart_read_earlier_is_taken_itself() -> None:
+    cache = ChartCache(10)
+    chart, stored = a_chart()
+    doc = am.Document.load(stored.data)
+    cache.keep(chart.id, doc, stored.data)
+    assert read(cache, stored) is doc
+    assert cache.take(stored) is doc  # nobody reads it any more: no copy needed
 
 
 def test_the_least_recently_used_chart_goes_first_and_zero_keeps_none() -> None:
@@ -108,16 +123,16 @@ def test_the_least_recently_used_chart_goes_first_and_zero_keeps_none() -> None:
     kept = [a_chart() for _ in range(3)]
     for chart, stored in kept[:2]:
         cache.keep(chart.id, am.Document.load(stored.data), stored.data)
-    assert cache.loaded(kept[0][1]) is not None  # now the first is the most recent
+    assert read(cache, kept[0][1]) is not None  # now the first is the most recent
     chart, stored = kept[2]
     cache.keep(chart.id, am.Document.load(stored.data), stored.data)
     assert len(cache) == 2
-    assert cache.loaded(kept[1][1]) is None
-    assert cache.loaded(kept[0][1]) is not None
+    assert read(cache, kept[1][1]) is None
+    assert read(cache, kept[0][1]) is not None
     none = ChartCache(0)
     none.keep(chart.id, am.Document.load(stored.data), stored.data)
     assert len(none) == 0
-    assert none.loaded(stored) is None
+    assert read(none, stored) is None
 
 
 def test_a_chart_changed_behind_the_cache_keeps_both_changes(
