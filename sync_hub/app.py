@@ -8,15 +8,18 @@ With SYNC_HUB_CENTRAL_URL set, the app's lifespan also runs the push loop
 (``sync_hub.pusher.PushLoop``): a sync that commits wakes it, so a visit reaches central
 within a second or two.
 
-Handlers are synchronous and run in worker threads (``sync_to_thread``), each on its own
-database connection, so the event loop never waits on SQLite. Every error, ours or the
-framework's, leaves through one handler as the one JSON shape ``care_record.sync.ErrorBody``.
+Handlers are synchronous and run in worker threads (``sync_to_thread``, on the event loop's
+default executor: ``SYNC_HUB_WORKERS`` threads), each on its own database connection, so the
+event loop never waits on SQLite. Every error, ours or the framework's, leaves through one
+handler as the one JSON shape ``care_record.sync.ErrorBody``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -125,6 +128,14 @@ def create_app(
         return answer
 
     @asynccontextmanager
+    async def worker_threads(_app: Litestar) -> AsyncIterator[None]:
+        # Litestar runs synchronous handlers on the loop's default executor, whose own size
+        # (the cores plus four) only adds threads waiting for the interpreter lock.
+        workers = ThreadPoolExecutor(settings.workers, thread_name_prefix="sync-hub")
+        asyncio.get_running_loop().set_default_executor(workers)
+        yield
+
+    @asynccontextmanager
     async def push_to_central(_app: Litestar) -> AsyncIterator[None]:
         if loop is None:
             yield
@@ -140,7 +151,7 @@ def create_app(
         route_handlers=[enroll, sync, health],
         exception_handlers={Exception: handle_error},
         request_max_body_size=settings.max_body_bytes,
-        lifespan=[push_to_central],
+        lifespan=[worker_threads, push_to_central],
     )
 
 

@@ -21,9 +21,11 @@ thread: SQLite and Automerge never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -299,6 +301,9 @@ class PushLoop:
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        # A thread of its own: a pass waiting on central (up to its timeout) must not hold one
+        # of the threads that answer the tablets (the loop's default executor).
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sync-hub-push")
 
     def start(self) -> None:
         """Start the loop as a task of the running event loop."""
@@ -310,13 +315,13 @@ class PushLoop:
         self._stopping.set()
         self._stopped.set()
         self._woken.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_SECONDS)
-        except TimeoutError:
-            log.warning("the push loop did not stop in time; leaving it")
-            self._task.cancel()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_SECONDS)
+            except TimeoutError:
+                log.warning("the push loop did not stop in time; leaving it")
+                self._task.cancel()
+        self._thread.shutdown(wait=False)
 
     def wake(self) -> None:
         """A sync committed: push soon. Safe from any thread; a no-op before ``start``."""
@@ -358,9 +363,11 @@ class PushLoop:
         return report
 
     async def _step(self, what: str, step: Fetch, backoff: Backoff) -> float | None:
-        """Run one pass in a worker thread; None if it went well, else the back-off delay."""
+        """Run one pass on the loop's own thread; None if it went well, else the back-off
+        delay."""
         try:
-            await asyncio.to_thread(step, stop=self._stopping.is_set)
+            pass_ = functools.partial(step, stop=self._stopping.is_set)
+            await asyncio.get_running_loop().run_in_executor(self._thread, pass_)
         except CentralUnavailable as exc:
             delay = backoff.next_delay(exc.retry_after)
             log.warning("%s: %s; next try in %.0f s", what, exc, delay)

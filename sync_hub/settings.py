@@ -90,6 +90,15 @@ class Settings:
             "dropped first (about 110 KB each for a chart with ten visits); 0: none.",
         },
     )
+    workers: int = field(
+        default=3,
+        metadata={
+            "env": "SYNC_HUB_WORKERS",
+            "help": "Requests worked on at once, each on a thread of its own; the rest wait "
+            "their turn. Automerge holds Python's interpreter lock, so more threads mostly "
+            "wait for it, and switching between them costs CPU.",
+        },
+    )
     central_url: str = field(
         default="",
         metadata={
@@ -198,6 +207,8 @@ class Settings:
             raise BadSetting("SYNC_HUB_NAME: must not be empty")
         if self.chart_cache < 0:
             raise BadSetting("SYNC_HUB_CHART_CACHE: must be 0 or more")
+        if self.workers < 1:
+            raise BadSetting("SYNC_HUB_WORKERS: must be at least 1")
         self._check_central()
         self._check_patient_defaults()
 

@@ -1,9 +1,10 @@
-"""The sync wire format: msgpack frames (msgspec), compressed with zlib.
+"""The sync wire format: msgpack frames (msgspec), compressed.
 
 A frame is ``b"RCS1"`` (magic and format version), one codec byte, then the msgpack encoding
-of one message, compressed by that codec: 0 none, 1 zlib (RFC 1950), 2 raw LZMA2 with a 1 MiB
-dictionary (what senders use; about 15% smaller than zlib on a day's visits). Messages are the structs below; an unknown field is
-ignored (so a newer peer can add one), a missing required field or a wrong type is an error.
+of one message, compressed by that codec: 0 none, 1 zlib (RFC 1950), 2 raw LZMA2, decoded with
+a 1 MiB dictionary (what senders use, with a dictionary of at most that size; about 15% smaller
+than zlib on a day's visits). Messages are the structs below; an unknown field is ignored (so a
+newer peer can add one), a missing required field or a wrong type is an error.
 Document IDs are UUIDv7 strings; heads and change hashes are 32-byte SHA-256 values; changes
 are Automerge change chunks exactly as ``Document.get_changes`` gives them.
 

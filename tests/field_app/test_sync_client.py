@@ -12,9 +12,6 @@ import base64
 import io
 import json
 import re
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from care_record import Chart, FixedClock
@@ -51,6 +47,7 @@ from field_app.replica import StoreReplica
 from field_app.store import Store
 from field_app.syncing import DeviceSigner, Identity, Link, SyncReport, post_frame, sync
 from field_app.visits import write_visit
+from tests.serving import run_in_thread
 
 USER = "amina"
 PIN = "482913"
@@ -97,22 +94,6 @@ def syncing_tablet(make_settings: MakeSettings, clock: FixedClock) -> Iterator[S
     opened = init_store(make_settings("syncing"), clock, USER, PIN)
     yield opened
     opened.lock()
-
-
-def run_in_thread(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # a free port, held until uvicorn listens on it
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped at start-up"
-        time.sleep(0.01)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
