@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from central.clock import FixedClock
 from central.database import Database, PostgresDatabase, SqliteDatabase, open_database
 from central.errors import NotAuthenticated
 from central.settings import Settings
+from tests.serving import free_port
 
 ROOT = Path(__file__).parent.parent.parent
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -330,12 +330,6 @@ def test_audit_tail_shows_recent_events_without_patient_data(cli: Cli, database:
 # -- serve ----------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_for(server: subprocess.Popen[bytes], url: str) -> httpx.Response:
     deadline = time.monotonic() + 30
     while True:
@@ -349,7 +343,7 @@ def _wait_for(server: subprocess.Popen[bytes], url: str) -> httpx.Response:
 
 def test_serve_runs_central_under_uvicorn(tmp_path: Path) -> None:
     """A hub registered with the CLI gets a token over real HTTP and reads with it."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,

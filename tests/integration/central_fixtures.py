@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sync_hub import credentials
 from sync_hub.store import Store as HubStore
-from tests.integration.conftest import ROOT, HubProcess, free_port, wait_until_answering
+from tests.integration.conftest import ROOT, HubProcess, wait_until_answering
+from tests.serving import free_port
 
 POSTGRES_URL = os.environ.get(
     "CENTRAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

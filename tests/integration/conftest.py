@@ -17,7 +17,6 @@ import dataclasses
 import io
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from field_app.syncing import (
     sync,
 )
 from field_app.visits import write_visit
+from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PIN = "482913"
@@ -69,12 +69,6 @@ def wait_until_answering(process: subprocess.Popen[bytes], url: str, seconds: fl
             pass
         time.sleep(0.02)
     raise AssertionError("did not answer /health")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def no_sleep(_seconds: float) -> None:

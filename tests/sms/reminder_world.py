@@ -9,16 +9,11 @@ would run, with a wait that moves the clock instead of sleeping.
 from __future__ import annotations
 
 import dataclasses
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
-
-import uvicorn
 
 from central.app import create_app
 from central.callers import ALL_REGIONS, Caller
@@ -30,6 +25,7 @@ from central.reminders import reminder_service
 from central.settings import Settings
 from sms import ReminderService
 from sms.local_twilio import LocalTwilio
+from tests.serving import listening_socket, run_in_thread
 
 ACCOUNT = "AC" + "5" * 32
 AUTH_TOKEN = "local-twilio-auth-token"
@@ -39,12 +35,6 @@ MONDAY_EARLY = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
 MONDAY = date(2026, 11, 23)
 TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
 HUB = Caller("hub-kilosa", ALL_REGIONS, frozenset({"system/*.read", "system/*.write"}))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -90,8 +80,8 @@ class World:
 @contextmanager
 def reminder_world(database: Database, **settings: Any) -> Iterator[World]:
     clock = FixedClock(MONDAY_EARLY)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    sock = listening_socket()  # held until central listens on it: the Twilio needs its URL first
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     with LocalTwilio(
         ACCOUNT, AUTH_TOKEN, sms_url=f"{base}/sms/inbound", callback_backoff=0.05
     ) as twilio:
@@ -108,26 +98,12 @@ def reminder_world(database: Database, **settings: Any) -> Iterator[World]:
         )
         config.check()
         service = dataclasses.replace(reminder_service(config, database, clock), wait=clock.advance)
-        with serving(create_app(config, clock=clock, database=database), port):
+        server, thread, _ = run_in_thread(create_app(config, clock=clock, database=database), sock)
+        try:
             yield World(database, config, clock, twilio, service)
-
-
-@contextmanager
-def serving(app: Any, port: int) -> Iterator[None]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "central did not start"
-        time.sleep(0.01)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(10)
+        finally:
+            server.should_exit = True
+            thread.join(10)
 
 
 # -- what a hub pushes ----------------------------------------------------------------------------

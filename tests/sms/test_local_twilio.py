@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from sms.local_twilio import DEFAULT_NUMBER, LocalTwilio
+from tests.serving import free_port
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 TOKEN = "local-auth-token"
@@ -343,7 +343,7 @@ def test_without_a_retry_policy_a_5xx_callback_is_not_retried(
 def test_a_connection_that_fails_is_retried_as_twilio_does(
     twilio: LocalTwilio, client: Client
 ) -> None:
-    closed = socket_nobody_listens_on()
+    closed = free_port()
     send(client, status_callback=f"http://127.0.0.1:{closed}/status")
     send(client, status_callback=f"http://127.0.0.1:{closed}/status#rc=0")
     send(client, status_callback=f"http://127.0.0.1:{closed}/status#rc=2&ct=100")
@@ -356,12 +356,6 @@ def test_a_connection_that_fails_is_retried_as_twilio_does(
         by_message.setdefault(attempt.sid, []).append(attempt.attempt)
     # Each message makes two callbacks (sent, delivered): 1 + rc attempts each, rc 1 by default.
     assert sorted(len(a) for a in by_message.values()) == [2, 4, 6]
-
-
-def socket_nobody_listens_on() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- calls ------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import secrets
-import socket
 import stat
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from sync_hub import Settings, credentials, outbox
 from sync_hub.cli import Central, main
 from sync_hub.errors import BadSetting
 from sync_hub.store import Store
+from tests.serving import free_port
 
 from .conftest import FakeCentral, Result, jwk_thumbprint, new_chart, put
 
@@ -103,15 +103,9 @@ def test_quarantine_and_devices_on_an_empty_hub(hub_cli: Any) -> None:
     assert hub_cli("devices").err.strip() == "0 devices"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_runs_the_hub_under_uvicorn(tmp_path: Path) -> None:
     """A tablet enrols and syncs a chart over real HTTP, on the real clock."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SYNC_HUB_DB": str(tmp_path / "served.db"), "SYNC_HUB_NAME": "Kati"}
     out = io.StringIO()
     assert (
