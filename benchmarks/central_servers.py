@@ -25,9 +25,10 @@ import httpx
 import psycopg
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from benchmarks.servers import ServerProcess, free_port, process_cpu_seconds
+from benchmarks.servers import ServerProcess, process_cpu_seconds
 from central.clients import add_client
 from central.database import open_database
+from field_app.demo.ports import free_port
 from sync_hub.credentials import client_assertion, public_jwk
 
 POSTGRES_URL = os.environ.get(

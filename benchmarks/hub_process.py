@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from benchmarks.servers import ServerProcess, free_port, process_cpu_seconds
+from benchmarks.servers import ServerProcess, process_cpu_seconds
+from field_app.demo.ports import free_port
 from sync_hub.cli import main as hub_cli
 
 

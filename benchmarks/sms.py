@@ -64,7 +64,7 @@ import httpx
 from twilio.rest import Client
 
 from benchmarks.report import Figure, Goal, Progress, Report
-from benchmarks.servers import ServerProcess, free_port, process_cpu_seconds
+from benchmarks.servers import ServerProcess, process_cpu_seconds
 from central.callers import Caller
 from central.clock import SystemClock
 from central.database import Database, open_database
@@ -73,6 +73,7 @@ from central.fhir.store import Write
 from central.fhir.validation import validate
 from central.reminders import reminder_service
 from central.settings import Settings
+from field_app.demo.ports import free_port
 from sms import ReminderService
 from sms.model import FINAL_STATES, State
 

@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from field_app.demo.ports import free_port
 from field_app.demo.reminders import LocalTwilio, central_settings, reminder_demo
 from field_app.demo.tablets import (
     REGISTRATION,
     Script,
     anc_answers,
     answers_file,
-    free_port,
     say,
 )
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from field_app.demo.tablets import free_port, say
+from field_app.demo.ports import free_port
+from field_app.demo.tablets import say
 
 if TYPE_CHECKING:
     from field_app.demo.central import Console, Server

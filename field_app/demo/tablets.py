@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 
 from care_record import Chart, SystemClock
 from field_app.cli import main
+from field_app.demo.ports import free_port
 from field_app.session import resume, unlock
 from field_app.settings import Settings
 
@@ -299,12 +299,6 @@ def _set_phone(script: Script, patient_id: str, phone: str) -> None:
 
 def settings_user(script: Script) -> str:
     return Path(script.env["FIELD_APP_DATA"]).name.removeprefix("tablet-")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for(url: str) -> None:

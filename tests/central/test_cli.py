@@ -28,7 +28,7 @@ from central.clock import FixedClock
 from central.database import Database, PostgresDatabase, SqliteDatabase, open_database
 from central.errors import NotAuthenticated
 from central.settings import Settings
-from tests.serving import free_port
+from field_app.demo.ports import free_port
 
 ROOT = Path(__file__).parent.parent.parent
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)

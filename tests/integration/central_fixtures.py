@@ -29,10 +29,10 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from field_app.demo.ports import free_port
 from sync_hub import credentials
 from sync_hub.store import Store as HubStore
 from tests.integration.conftest import ROOT, HubProcess, wait_until_answering
-from tests.serving import free_port
 
 POSTGRES_URL = os.environ.get(
     "CENTRAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

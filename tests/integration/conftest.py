@@ -33,6 +33,7 @@ import pytest
 from care_record import Chart, ChartView, Clock, SystemClock
 from field_app import Session, Settings, init_store, unlock
 from field_app.cli import main as tablet_main
+from field_app.demo.ports import free_port
 from field_app.patients import register_patient
 from field_app.store import Store
 from field_app.syncing import (
@@ -46,7 +47,6 @@ from field_app.syncing import (
     sync,
 )
 from field_app.visits import write_visit
-from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PIN = "482913"

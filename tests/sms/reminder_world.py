@@ -23,9 +23,10 @@ from central.fhir import interactions
 from central.fhir.interactions import Context
 from central.reminders import reminder_service
 from central.settings import Settings
+from field_app.demo.ports import listening_socket
 from sms import ReminderService
 from sms.local_twilio import LocalTwilio
-from tests.serving import listening_socket, run_in_thread
+from tests.serving import run_in_thread
 
 ACCOUNT = "AC" + "5" * 32
 AUTH_TOKEN = "local-twilio-auth-token"

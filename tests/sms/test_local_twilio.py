@@ -24,8 +24,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from field_app.demo.ports import free_port
 from sms.local_twilio import DEFAULT_NUMBER, LocalTwilio
-from tests.serving import free_port
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 TOKEN = "local-auth-token"

@@ -29,11 +29,11 @@ from care_record.sync import (
     signed_message,
 )
 from care_record.sync.documents import changes_since
+from field_app.demo.ports import free_port
 from sync_hub import Settings, credentials, outbox
 from sync_hub.cli import Central, main
 from sync_hub.errors import BadSetting
 from sync_hub.store import Store
-from tests.serving import free_port
 
 from .conftest import FakeCentral, Result, jwk_thumbprint, new_chart, put
 
