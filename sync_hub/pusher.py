@@ -363,8 +363,8 @@ class PushLoop:
         return report
 
     async def _step(self, what: str, step: Fetch, backoff: Backoff) -> float | None:
-        """Run one pass on the loop's own thread; None if it went well, else the back-off
-        delay."""
+        """Run one pass on the push loop's own thread (not the event loop's, nor one that
+        answers tablets); None if it went well, else the back-off delay."""
         try:
             pass_ = functools.partial(step, stop=self._stopping.is_set)
             await asyncio.get_running_loop().run_in_executor(self._thread, pass_)
